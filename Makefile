@@ -1,0 +1,14 @@
+# The two commands of the README. Both set everything up first (idempotent, fast when done).
+.PHONY: run test bench
+
+run:
+	scripts/setup.sh
+	.venv/bin/python app.py
+
+test:
+	scripts/setup.sh --test
+	.venv/bin/python -m pytest -q -m "not slow or slow" tests
+
+bench:
+	scripts/setup.sh --test
+	.venv/bin/python benchmarks/run_all.py

@@ -1,0 +1,30 @@
+"""text2lofi: text -> Conditions -> RWKV-6 piano + drums -> FluidSynth -> lo-fi chain -> Track."""
+from text2lofi.conditions import Conditions
+
+__all__ = ["Conditions", "interpret", "generate", "stream", "Track"]
+__version__ = "0.1.0"
+
+
+def interpret(text, previous=None):
+    """Text (optionally an edit of `previous`) -> Conditions. See text2lofi.instruct."""
+    from text2lofi.instruct import interpret as _interpret
+    return _interpret(text, previous=previous)
+
+
+def generate(prompt, seed=None, progress=None, **overrides):
+    """Text or Conditions -> finished Track of exactly the asked length. See text2lofi.pipeline."""
+    from text2lofi.pipeline import generate as _generate
+    return _generate(prompt, seed=seed, progress=progress, **overrides)
+
+
+def stream(conditions, **kwargs):
+    """Endless (or bounded) generator of mastered audio chunks. See text2lofi.pipeline."""
+    from text2lofi.pipeline import stream as _stream
+    return _stream(conditions, **kwargs)
+
+
+def __getattr__(name):
+    if name == "Track":
+        from text2lofi.pipeline import Track
+        return Track
+    raise AttributeError(name)
