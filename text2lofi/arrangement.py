@@ -1,0 +1,123 @@
+"""The bar grid both parts share, chord symbols, and the section plan of a track.
+
+Everything here is pure and cheap: compose.py fills the plan with generated notes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from text2lofi.conditions import PC_NAME, Conditions
+from text2lofi.tokenize import CHORD_QUALITIES, parse_chord as tokenize_chord
+
+SAMPLE_RATE = 44100
+BEATS_PER_BAR = 4  # lo-fi is 4/4; the tokenizers assume it too
+
+
+@dataclass(frozen=True)
+class BarGrid:
+    """One tempo, one bar grid, in samples. Piano and drums are both placed with this object.
+
+    Bar i starts at round(i * samples_per_bar): positions are computed from the bar index, never
+    accumulated, so there is no drift even after 12 hours.
+    """
+    tempo_bpm: float
+    sample_rate: int = SAMPLE_RATE
+    beats_per_bar: int = BEATS_PER_BAR
+
+    @property
+    def samples_per_beat(self) -> float:
+        return 60.0 / self.tempo_bpm * self.sample_rate
+
+    @property
+    def samples_per_bar(self) -> float:
+        return self.samples_per_beat * self.beats_per_bar
+
+    def bar_start(self, bar: int) -> int:
+        return int(round(bar * self.samples_per_bar))
+
+    def sample_at(self, bar: int, beat_in_bar: float) -> int:
+        """Absolute sample of a beat position inside a bar (beats may exceed the bar for long notes)."""
+        return int(round((bar * self.beats_per_bar + beat_in_bar) * self.samples_per_beat))
+
+    def bars_for(self, n_samples: int) -> int:
+        """Bars needed to cover n_samples (the last one may be cut by the exact-length trim)."""
+        return max(1, int(np.ceil(n_samples / self.samples_per_bar)))
+
+
+# ---- chords ---------------------------------------------------------------------------------
+def parse_chord(symbol: str) -> tuple[int, tuple[int, ...]]:
+    """'Am9' -> (9, sorted pitch classes of its compact chord). Raises ValueError for unreadable symbols.
+
+    Uses the tokenizer's chord vocabulary, so what the mask allows is what the chord token means."""
+    parsed = tokenize_chord(symbol)
+    if parsed is None:
+        raise ValueError(f"unreadable chord symbol {symbol!r}")
+    root, quality = parsed
+    return root, tuple(sorted({(root + i) % 12 for i in CHORD_QUALITIES[quality]}))
+
+
+# Default seed progressions (scale degrees in semitones + quality) when the conditions carry none.
+_DEFAULT_PROGRESSIONS = {
+    "major": [(0, "maj7"), (9, "m7"), (2, "m7"), (7, "7")],      # Imaj7 vi7 ii7 V7
+    "minor": [(0, "m7"), (5, "m7"), (10, "7"), (3, "maj7")],      # i7 iv7 bVII7 bIIImaj7
+}
+
+
+def progression_for(c: Conditions) -> list[str]:
+    """The chord symbols of the seed progression: the conditions' own if readable, else a default in the key."""
+    usable = []
+    for sym in c.progression:
+        try:
+            parse_chord(sym)
+            usable.append(sym)
+        except ValueError:
+            c.warnings.append(f"chord {sym!r} ignored: cannot read it")
+    if usable:
+        return usable
+    return [PC_NAME[(c.tonic_pc + deg) % 12] + q for deg, q in _DEFAULT_PROGRESSIONS[c.mode]]
+
+
+def tonic_chord(c: Conditions) -> str:
+    return c.key + ("maj7" if c.mode == "major" else "m7")
+
+
+# ---- section plan ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Section:
+    name: str        # intro | loop | break | outro
+    n_bars: int
+    piano: bool
+    drums: bool
+    phrase_bars: int  # bars of new material; the rest of the section repeats it with a varied last bar
+
+
+def plan_sections(n_bars: int | None, piano: bool, drums: bool) -> Iterator[Section]:
+    """Intro, loops of 8 bars (a 4-bar phrase played twice, the second time with a new last bar),
+    a break every fourth section (drums out, or a sparse piano if there are no drums), outro.
+
+    n_bars=None means endless (a stream): no outro ever comes.
+    """
+    if n_bars is not None and n_bars <= 6:
+        yield Section("loop", n_bars, piano, drums, phrase_bars=min(n_bars, 4))
+        return
+    intro = 0 if n_bars is not None and n_bars < 16 else (2 if n_bars is not None and n_bars < 32 else 4)
+    outro = 0 if n_bars is None else (2 if n_bars < 32 else 4)
+    if intro:
+        # Drums enter after the intro; a piano-less track opens with the drums alone instead.
+        yield Section("intro", intro, True if piano else False, drums and not piano, phrase_bars=intro)
+    used, k = intro, 0
+    while n_bars is None or used < n_bars - outro:
+        left = None if n_bars is None else n_bars - outro - used
+        size = 8 if left is None else min(8, left)
+        k += 1
+        if k % 4 == 0 and (left is None or left >= 4):
+            size = 4
+            yield Section("break", size, piano, drums and not piano, phrase_bars=size)
+        else:
+            yield Section("loop", size, piano, drums, phrase_bars=min(4, size))
+        used += size
+    if outro:
+        yield Section("outro", outro, piano, drums and not piano, phrase_bars=outro)

@@ -1,0 +1,105 @@
+"""`text2lofi` command line: argparse wiring over the library, nothing more."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+# Subcommands whose argument parsing lives with the code they run: name -> (module, help).
+DELEGATED = {
+    "data": ("text2lofi.data", "prepare token shards from a data source (data prepare --help)"),
+    "train": ("rwkv_core.train", "train an RWKV-6 model on token shards"),
+    "train-instruct": ("text2lofi.instruct_lm", "generate instruction data and train the instruction LM"),
+    "eval": ("text2lofi.evaluate", "run the evaluation and write metrics.json + report.md"),
+}
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from text2lofi.pipeline import generate_to_files
+
+    overrides = {k: v for k, v in (("duration_s", args.duration), ("tempo_bpm", args.tempo),
+                                   ("key", args.key), ("lofi_amount", args.lofi)) if v is not None}
+    last = {"stage": None}
+
+    def progress(stage: str, fraction: float) -> None:
+        if stage != last["stage"]:
+            print(f"{stage}...", file=sys.stderr, flush=True)
+            last["stage"] = stage
+
+    track = generate_to_files(args.prompt, args.output, midi=args.midi, stems=args.stems, seed=args.seed,
+                              progress=None if args.quiet else progress, **overrides)
+    c = track.conditions
+    print(f"wrote {args.output}: {track.duration_s:.3f} s, {c.tempo_bpm:g} BPM, {c.key} {c.mode}, "
+          f"textures={','.join(c.textures) or 'none'}, seed={c.seed}")
+    for w in c.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _interpret(args: argparse.Namespace) -> int:
+    from text2lofi import Conditions, interpret
+
+    previous = Conditions.from_dict(json.loads(args.previous)) if args.previous else None
+    print(json.dumps(interpret(args.prompt, previous=previous).to_dict(), indent=2))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import runpy
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    sys.argv = [str(app)]
+    runpy.run_path(str(app), run_name="__main__")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="text2lofi", description="Text to lo-fi music.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="text -> finished track (WAV/MP3/FLAC by extension)")
+    g.add_argument("prompt")
+    g.add_argument("-o", "--output", required=True, help="track.wav | track.mp3 | track.flac")
+    g.add_argument("--midi", help="also write the MIDI (both parts, one tempo map)")
+    g.add_argument("--stems", help="folder for the balanced piano/drum stems (WAV)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--duration", type=float, help="seconds; overrides the text")
+    g.add_argument("--tempo", type=float, help="BPM; overrides the text")
+    g.add_argument("--key", help="tonic, e.g. A or Eb; overrides the text")
+    g.add_argument("--lofi", type=float, help="0..1 strength of the lo-fi chain")
+    g.add_argument("-q", "--quiet", action="store_true")
+    g.set_defaults(func=_generate)
+
+    i = sub.add_parser("interpret", help="text -> Conditions as JSON")
+    i.add_argument("prompt")
+    i.add_argument("--previous", help="JSON of the previous Conditions (conversational edit)")
+    i.set_defaults(func=_interpret)
+
+    s = sub.add_parser("serve", help="start the Gradio app (same as python app.py)")
+    s.set_defaults(func=_serve)
+
+    for name, (_, help_) in DELEGATED.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        module = importlib.import_module(DELEGATED[argv[0]][0])
+        return module.main(argv[1:]) or 0
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
