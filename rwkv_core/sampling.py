@@ -1,0 +1,110 @@
+"""The project's one sampling function and its generation engine.
+
+`sample_logits` turns (B, V) logits into (B,) tokens (temperature, top-k, top-p, an allowed-token mask, a seeded
+generator). `TokenStream` drives an RWKV6 in recurrent mode for a batch of independent streams: it prefills a prompt
+in parallel mode, then samples or force-feeds one step at a time with constant memory. Callers (composer, CLI, app,
+evaluation) never write their own sampling loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rwkv_core.model import RWKV6
+from rwkv_core.state import RWKVState
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 1.0   # 0 = greedy (argmax)
+    top_k: int = 0             # keep the k most likely tokens; 0 = off
+    top_p: float = 1.0         # keep the smallest set of tokens whose probability reaches p; 1.0 = off
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"need temperature >= 0, top_k >= 0, 0 < top_p <= 1: {self}")
+
+
+def sample_logits(logits: Tensor, cfg: SamplingConfig, generator: torch.Generator,
+                  mask: Tensor | None = None) -> Tensor:
+    """logits (B, V) -> tokens (B,) long. mask: bool (B, V), True = allowed; every row must allow a token.
+    Deterministic for a given generator state."""
+    logits = logits.float()
+    neg_inf = float("-inf")
+    if mask is not None:
+        if mask.shape != logits.shape or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be bool {tuple(logits.shape)}, got {mask.dtype} {tuple(mask.shape)}")
+        empty = ~mask.any(dim=-1)
+        if empty.any():
+            raise ValueError(f"mask allows no token for stream(s) {empty.nonzero().flatten().tolist()}")
+        logits = logits.masked_fill(~mask, neg_inf)
+    if cfg.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / cfg.temperature
+    if 0 < cfg.top_k < logits.shape[-1]:
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, logits.topk(cfg.top_k, dim=-1).indices, True)
+        logits = logits.masked_fill(~keep, neg_inf)
+    if cfg.top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # drop a token once the more likely ones already reach top_p (the most likely token always stays)
+        drop = (probs.cumsum(dim=-1) - probs) >= cfg.top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, neg_inf))
+    probs = logits.softmax(dim=-1).to(generator.device)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+class TokenStream:
+    """A batch of B independent generations on one model, advanced one token at a time.
+
+    stream = TokenStream(model, prompt (B, T0), cfg, generator)   # prompt prefilled in parallel mode
+    tok = stream.next(mask)     # sample (B,) from the current logits under an optional mask, then advance
+    stream.feed(tokens)         # force (B,) or (B, T) tokens without sampling
+    stream.logits (B, V): the distribution for the next token; stream.state: RWKVState after everything so far.
+    """
+
+    def __init__(self, model: RWKV6, prompt: Tensor, cfg: SamplingConfig, generator: torch.Generator):
+        if prompt.dim() != 2 or prompt.shape[1] == 0:
+            raise ValueError(f"prompt must be (B, T0) with T0 >= 1, got {tuple(prompt.shape)}")
+        self.model, self.cfg, self.generator = model, cfg, generator
+        device = model.emb.weight.device
+        with torch.inference_mode():
+            logits, self.state = model(prompt.to(device), state=model.init_state(prompt.shape[0]), return_state=True)
+        self.logits: Tensor = logits[:, -1]
+
+    @property
+    def batch_size(self) -> int:
+        return self.logits.shape[0]
+
+    def next(self, mask: Tensor | None = None) -> Tensor:
+        """Sample one token per stream (B,), feed it, and return it."""
+        with torch.inference_mode():
+            tokens = sample_logits(self.logits, self.cfg, self.generator, mask)
+            self.logits, self.state = self.model.step(tokens, self.state)
+        return tokens
+
+    def feed(self, tokens: Tensor) -> None:
+        """Teacher-force tokens (B,) or (B, T): long runs go through the parallel form, single tokens recurrently."""
+        tokens = tokens.to(self.logits.device)
+        if tokens.dim() == 1:
+            tokens = tokens[:, None]
+        if tokens.dim() != 2 or tokens.shape[0] != self.batch_size:
+            raise ValueError(f"tokens must be ({self.batch_size},) or ({self.batch_size}, T), got {tuple(tokens.shape)}")
+        with torch.inference_mode():
+            if tokens.shape[1] == 1:
+                self.logits, self.state = self.model.step(tokens[:, 0], self.state)
+            elif tokens.shape[1] > 1:
+                logits, self.state = self.model(tokens, state=self.state, return_state=True)
+                self.logits = logits[:, -1]
+
+    def clone(self, generator: torch.Generator | None = None) -> "TokenStream":
+        """A branch: same model and config, copied state and logits; shares the generator unless given one."""
+        twin = object.__new__(TokenStream)
+        twin.model, twin.cfg = self.model, self.cfg
+        twin.generator = generator if generator is not None else self.generator
+        with torch.inference_mode():
+            twin.state: RWKVState = self.state.clone()
+            twin.logits = self.logits.clone()
+        return twin

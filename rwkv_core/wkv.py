@@ -1,0 +1,125 @@
+"""WKV6: the RWKV-6 linear-attention recurrence, in three interchangeable forms of one signature.
+
+    wkv6(r, k, v, w, u, state=None) -> (y, final_state)
+
+r, k, v, w: (B, T, H, N); u: (H, N); state: (B, H, N, N) fp32 indexed [key, value].
+w is the raw decay: d_t = exp(-exp(w_t)) in (0, 1). Per head, with S the state before step t:
+    y_t[j] = sum_i r_t[i] * (u[i] * k_t[i] * v_t[j] + S[i, j])
+    S     <- d_t[:, None] * S + k_t[:, None] * v_t[None, :]
+All forms compute in fp32 (fp64 when given fp64, for gradient checks), return y in r's dtype and the final state
+in the compute dtype: fp32 for fp32/bf16/fp16 inputs.
+
+- `wkv6_reference`: a plain per-step loop (the ground truth in tests).
+- `wkv6_chunked`: chunks of L steps; inside a chunk the pairwise decays come from cumulative log-decays so every
+  exponent is <= 0 (no overflow, no division by a tiny decay); chunks are linked by the state. Autograd gives the
+  backward pass. CPU training and the GPU fallback.
+- `wkv6`: the dispatch point: our CUDA kernel (`rwkv_core.cuda_wkv.wkv6_cuda`, built lazily on first use) for CUDA
+  tensors, the chunked form otherwise or when the kernel cannot be built.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+# None: not tried yet; True: the CUDA kernel built and ran once; False: it failed, use the chunked form.
+_cuda_ok: bool | None = None
+
+
+def _check(r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor, state: Tensor | None) -> None:
+    if r.dim() != 4 or not (r.shape == k.shape == v.shape == w.shape):
+        raise ValueError(f"r, k, v, w must share one (B, T, H, N) shape, got {[tuple(x.shape) for x in (r, k, v, w)]}")
+    B, _, H, N = r.shape
+    if tuple(u.shape) != (H, N):
+        raise ValueError(f"u must be (H, N) = {(H, N)}, got {tuple(u.shape)}")
+    if state is not None and tuple(state.shape) != (B, H, N, N):
+        raise ValueError(f"state must be (B, H, N, N) = {(B, H, N, N)}, got {tuple(state.shape)}")
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def wkv6_reference(r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor,
+                   state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per-step loop over T: slow, obviously right, differentiable."""
+    _check(r, k, v, w, u, state)
+    B, T, H, N = r.shape
+    out_dtype, ct = r.dtype, _compute_dtype(r)
+    r, k, v, u = r.to(ct), k.to(ct), v.to(ct), u.to(ct)
+    decay = torch.exp(-torch.exp(w.to(ct)))                           # (B, T, H, N)
+    S = r.new_zeros(B, H, N, N) if state is None else state.to(ct)
+    ys = []
+    for t in range(T):
+        kv = k[:, t, :, :, None] * v[:, t, :, None, :]               # (B, H, N, N)
+        ys.append(torch.einsum("bhi,bhij->bhj", r[:, t], S + u[None, :, :, None] * kv))
+        S = decay[:, t, :, :, None] * S + kv
+    y = torch.stack(ys, dim=1) if ys else r.new_zeros(B, 0, H, N)
+    return y.to(out_dtype), S
+
+
+def wkv6_chunked(r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor, state: Tensor | None = None,
+                 chunk_size: int = 16) -> tuple[Tensor, Tensor]:
+    """Chunked parallel form; any T (the tail is padded with steps that neither write nor decay)."""
+    _check(r, k, v, w, u, state)
+    B, T, H, N = r.shape
+    out_dtype, ct = r.dtype, _compute_dtype(r)
+    L = chunk_size
+    pad = (-T) % L
+    n_chunks = (T + pad) // L
+
+    def chunks(x: Tensor) -> Tensor:
+        # (B, T, H, N) -> (B, H, n_chunks, L, N) in the compute dtype; padded steps are zeros
+        x = torch.nn.functional.pad(x.to(ct), (0, 0, 0, 0, 0, pad))
+        return x.view(B, n_chunks, L, H, N).permute(0, 3, 1, 2, 4)
+
+    r_, k_, v_ = chunks(r), chunks(k), chunks(v)
+    # log-decay -exp(w) <= 0; a padded step has log-decay 0 (decay 1) and k = 0, so it leaves the state alone
+    logd = chunks(-torch.exp(w.to(ct)))
+    c = logd.cumsum(dim=-2)                      # inclusive: log prod_{s<=t} d_s       (B, H, nC, L, N)
+    e = c - logd                                 # exclusive: log prod_{s<t}  d_s
+    c_last = c[..., -1:, :]                      # log decay over the whole chunk       (B, H, nC, 1, N)
+
+    # Intra-chunk scores A[t, j] = sum_i r_t[i] k_j[i] prod_{j<s<t} d_s[i] for j < t; the exponent e_t - c_j <= 0.
+    strict = torch.ones(L, L, dtype=torch.bool, device=r.device).tril(-1)[:, :, None]     # (L, L, 1): j < t
+    expo = (e[..., :, None, :] - c[..., None, :, :]).masked_fill(~strict, float("-inf"))   # (B, H, nC, L, L, N)
+    A = torch.einsum("bhcti,bhcji,bhctji->bhctj", r_, k_, torch.exp(expo))
+    bonus = (r_ * u.to(ct)[None, :, None, None, :] * k_).sum(-1)                      # current-token term (B,H,nC,L)
+    y = A @ v_ + bonus[..., None] * v_                                                   # (B, H, nC, L, N)
+
+    # Chunk-to-chunk: what each chunk adds to the state, and how the incoming state is read and decayed.
+    r_in = r_ * torch.exp(e)                                   # reads S through prod_{s<t} d_s
+    kv_chunk = (k_ * torch.exp(c_last - c)).transpose(-1, -2) @ v_   # (B, H, nC, N, N); exponent <= 0
+    d_chunk = torch.exp(c_last).transpose(-1, -2)              # (B, H, nC, N, 1)
+    S = r_.new_zeros(B, H, N, N) if state is None else state.to(ct)
+    y_state = []
+    # unbind (not indexing) so the backward pass stacks the chunk gradients once instead of scattering each
+    for r_i, d_i, kv_i in zip(r_in.unbind(2), d_chunk.unbind(2), kv_chunk.unbind(2)):
+        y_state.append(r_i @ S)                                # (B, H, L, N)
+        S = d_i * S + kv_i
+    y = y + torch.stack(y_state, dim=2)
+
+    y = y.permute(0, 2, 3, 1, 4).reshape(B, n_chunks * L, H, N)[:, :T]
+    return y.to(out_dtype), S
+
+
+def wkv6(r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor,
+         state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The one WKV entry point: CUDA kernel on CUDA tensors when it builds, else the chunked form."""
+    global _cuda_ok
+    if r.is_cuda and _cuda_ok is not False:
+        if _cuda_ok:
+            from rwkv_core.cuda_wkv import wkv6_cuda
+            return wkv6_cuda(r, k, v, w, u, state)
+        try:  # first use: import, build (torch.utils.cpp_extension, cached on disk) and run once
+            from rwkv_core.cuda_wkv import wkv6_cuda
+            result = wkv6_cuda(r, k, v, w, u, state)
+        except Exception as err:  # noqa: BLE001 - any build/load failure means "use the PyTorch form"
+            _cuda_ok = False
+            warnings.warn(f"WKV6 CUDA kernel unavailable ({type(err).__name__}: {err}); "
+                          "using the chunked PyTorch form", RuntimeWarning, stacklevel=2)
+        else:
+            _cuda_ok = True
+            return result
+    return wkv6_chunked(r, k, v, w, u, state)
