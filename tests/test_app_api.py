@@ -1,0 +1,203 @@
+"""The Gradio API as a user's Python script sees it: gradio_client against `python app.py` on 127.0.0.1,
+running the real pipeline (short tracks), with the survey in a SQLite file the test can inspect."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pretty_midi
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from pedalboard.io import AudioFile
+
+from text2lofi.survey import SurveyStore
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_PASSWORD = "test-admin"
+SR = 44100
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(folder: Path, *extra: str):
+    """`python app.py` on a free 127.0.0.1 port with its survey in folder/survey.sqlite3.
+    Yields (url, db_path, process)."""
+    port, db = _free_port(), folder / "survey.sqlite3"
+    env = dict(os.environ, TEXT2LOFI_DB_URL=f"sqlite:///{db}", TEXT2LOFI_ADMIN_PASSWORD=ADMIN_PASSWORD,
+               GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1")
+    log = open(folder / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py", "--output-dir", str(folder / "out"), *extra],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("app did not start:\n" + (folder / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+    try:
+        yield url, db, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with running_app(tmp_path_factory.mktemp("app")) as (url, db, _):
+        yield url, db
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return Client(app[0], verbose=False)
+
+
+def _count(db: Path, table: str) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def generated(client):
+    """One real 6-second track through /generate, shared by the tests below."""
+    return client.predict("rainy night study beats, 4 minutes", 6.0, 11, api_name="/generate")
+
+
+def test_generate_returns_exact_length_audio_midi_and_conditions(generated, app):
+    audio_path, midi_path, info = generated
+    with AudioFile(audio_path) as f:
+        assert (f.samplerate, f.num_channels, f.frames) == (SR, 2, 6 * SR)     # 6 s asked, not 4 minutes
+        audio = f.read(f.frames)
+    assert abs(audio).max() > 0.05                                           # not silence
+    c = info["conditions"]
+    assert c["duration_s"] == 6.0 and c["seed"] == 11
+    assert "rain" in c["textures"]
+    midi = pretty_midi.PrettyMIDI(midi_path)
+    assert sum(len(i.notes) for i in midi.instruments) > 0
+    assert midi.get_tempo_changes()[1][0] == pytest.approx(c["tempo_bpm"])
+    with contextlib.closing(sqlite3.connect(app[1])) as db:
+        prompt, seed = db.execute("SELECT prompt, seed FROM generations WHERE id = ?",
+                                  (info["generation_id"],)).fetchone()
+    assert (prompt, seed) == ("rainy night study beats, 4 minutes", 11)
+
+
+def test_interpret_and_conversational_edit(client):
+    first = client.predict("rainy night study beats, 4 minutes", None, api_name="/interpret")
+    assert first["duration_s"] == 240.0 and "rain" in first["textures"]
+    edited = client.predict("slower and drop the rain", first, api_name="/interpret")
+    assert edited["tempo_bpm"] < first["tempo_bpm"]
+    assert "rain" not in edited["textures"]
+    assert edited["duration_s"] == 240.0                                   # unchanged fields carry over
+
+
+def test_rate_stores_one_row_per_rater_and_updates_it(client, generated, app):
+    gid = generated[2]["generation_id"]
+    before = _count(app[1], "ratings")
+    first = client.predict(gid, 4, 5, 3, "warm and dusty", api_name="/rate")
+    assert (first["clarity"], first["quality"], first["match"], first["updated"]) == (4, 5, 3, False)
+    second = client.predict(gid, 2, 5, 3, "too muddy on a second listen", api_name="/rate")
+    assert second["updated"] is True
+    assert _count(app[1], "ratings") == before + 1
+    with contextlib.closing(sqlite3.connect(app[1])) as db:
+        assert db.execute("SELECT clarity, comment FROM ratings WHERE generation_id = ?",
+                          (gid,)).fetchall() == [(2, "too muddy on a second listen")]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("no-such-generation", 3, 3, 3, ""), "unknown generation_id"),
+    ((None, 0, 3, 3, ""), "less than minimum value 1"),
+    ((None, 3, 9, 3, ""), "greater than maximum value 5"),
+    ((None, 3, 3, 3, "x" * 100_000), "limit is 2000"),
+])
+def test_bad_rating_is_refused_clearly_and_stores_nothing(client, generated, app, args, message):
+    args = (args[0] or generated[2]["generation_id"], *args[1:])
+    before = _count(app[1], "ratings")
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name="/rate")
+    assert _count(app[1], "ratings") == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (("rainy night", 2.0, None), "5 to 600 s"),
+    (("   ", 6.0, None), "Type a prompt"),
+    (("rainy night", 6.0, -4), "seed must be"),
+])
+def test_bad_generate_is_refused_clearly_and_stores_nothing(client, app, args, message):
+    before = _count(app[1], "generations")
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name="/generate")
+    assert _count(app[1], "generations") == before
+
+
+def test_200_concurrent_rate_calls_give_200_rows(client, app):
+    store = SurveyStore(f"sqlite:///{app[1]}")
+    gids = [store.record_generation(f"batch {i}", {"duration_s": 5.0}) for i in range(200)]
+    store.close()
+    before = _count(app[1], "ratings")
+    jobs = [client.submit(gid, 1 + i % 5, 3, 4, f"#{i}", api_name="/rate") for i, gid in enumerate(gids)]
+    results = [job.result(timeout=120) for job in jobs]
+    assert len({r["generation_id"] for r in results}) == 200
+    assert _count(app[1], "ratings") == before + 200
+
+
+def test_eight_simultaneous_generate_calls_all_complete(app):
+    clients = [Client(app[0], verbose=False) for _ in range(8)]
+    before = _count(app[1], "generations")
+    jobs = [c.submit(f"lofi beats number {i}", 5.0, 100 + i, api_name="/generate") for i, c in enumerate(clients)]
+    results = [job.result(timeout=300) for job in jobs]
+    assert sorted(r[2]["conditions"]["seed"] for r in results) == list(range(100, 108))
+    assert len({r[2]["generation_id"] for r in results}) == 8
+    for audio_path, _, _ in results:
+        with AudioFile(audio_path) as f:
+            assert f.frames == 5 * SR
+    assert _count(app[1], "generations") == before + 8
+
+
+def test_server_killed_mid_rating_keeps_a_consistent_database(tmp_path):
+    store = SurveyStore(f"sqlite:///{tmp_path / 'survey.sqlite3'}")
+    gids = [store.record_generation(f"k {i}", {"duration_s": 5.0}) for i in range(300)]
+    store.close()
+    with running_app(tmp_path) as (url, db, proc):
+        client = Client(url, verbose=False)
+        jobs = [client.submit(gid, 3, 3, 3, "before the crash", api_name="/rate") for gid in gids]
+        while sum(job.done() for job in jobs) < 30:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)          # writes are still in flight
+        proc.wait()
+        acknowledged = set()
+        for job in jobs:
+            with contextlib.suppress(Exception):
+                if job.done():
+                    acknowledged.add(job.result(timeout=0)["generation_id"])
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        stored = {g for (g,) in conn.execute("SELECT generation_id FROM ratings")}
+    assert len(acknowledged) >= 30
+    assert acknowledged <= stored                  # every rating the client saw confirmed is on disk
+    reopened = SurveyStore(f"sqlite:///{db}")       # and the app can start on it again
+    assert reopened.summary()["ratings"] == len(stored)
+    reopened.close()
