@@ -53,9 +53,9 @@ if ! "$vpy" -c "import torch" 2>/dev/null; then
   fi
 fi
 if [ $want_test = 1 ]; then
-  "$vpy" -m pip install -q -e ".[test]"
+  "$vpy" -m pip install -q -e ".[test]" --config-settings editable_mode=compat
 else
-  "$vpy" -m pip install -q -e .
+  "$vpy" -m pip install -q -e . --config-settings editable_mode=compat
 fi
 echo "$digest" > "$stamp"
 echo "setup: done (.venv)"

@@ -1,0 +1,151 @@
+"""generate(): what a listener would notice — exact length, loudness, one tempo grid, key, parts, determinism,
+files on disk, clear errors for bad output paths. Uses the shipped checkpoints, FluidSynth and pedalboard."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pretty_midi
+import pyloudnorm
+import pytest
+
+from text2lofi import Conditions, generate
+from text2lofi.pipeline import stream
+
+SR = 44100
+
+
+def quick(**kw) -> Conditions:
+    base = dict(tempo_bpm=90.0, key="A", mode="minor", duration_s=8.0, textures=["vinyl"], swing=0.0, seed=11)
+    base.update(kw)
+    return Conditions(**base)
+
+
+@pytest.fixture(scope="module")
+def track():
+    return generate(quick(duration_s=20.0, textures=["rain", "vinyl"]))
+
+
+@pytest.mark.parametrize("seconds", [5.0, 7.3, 12.345])
+def test_exact_sample_count(seconds):
+    t = generate(quick(duration_s=seconds, textures=[]))
+    assert t.audio.shape == (round(seconds * SR), 2) and t.audio.dtype == np.float32
+    assert t.sample_rate == SR
+
+
+def test_mastered_loudness_and_peak(track):
+    lufs = pyloudnorm.Meter(SR).integrated_loudness(track.audio.astype(np.float64))
+    assert -15.0 <= lufs <= -13.0, lufs
+    assert 20 * np.log10(np.abs(track.audio).max()) < -1.0
+
+
+def test_both_parts_share_one_tempo_map_and_bar_grid(track):
+    pm = track.midi
+    times, tempi = pm.get_tempo_changes()
+    assert list(times) == [0.0] and tempi[0] == pytest.approx(90.0)
+    beat = 60.0 / 90.0
+    parts = {("drums" if i.is_drum else "piano"): i for i in pm.instruments}
+    assert set(parts) == {"piano", "drums"}
+    for name, grid in (("piano", 12), ("drums", 24)):       # token positions per beat of each model
+        onsets = np.array([n.start for n in parts[name].notes]) / beat * grid
+        assert len(onsets) > 10
+        # Every onset sits on the shared grid (to the sample: 1/44100 s is << one grid step).
+        assert np.abs(onsets - np.round(onsets)).max() < 0.01, name
+    # And the audio starts both parts from the same bar origin: the first drum hit is on a bar or beat.
+    first_drum = min(n.start for n in parts["drums"].notes) / beat
+    assert abs(first_drum - round(first_drum * 4) / 4) < 1e-3
+
+
+def test_piano_stays_in_the_asked_key(track):
+    piano = next(i for i in track.midi.instruments if not i.is_drum)
+    scale = Conditions(key="A", mode="minor").scale_pcs
+    weight = {True: 0.0, False: 0.0}
+    for n in piano.notes:
+        weight[n.pitch % 12 in scale] += n.end - n.start
+    assert weight[True] / (weight[True] + weight[False]) >= 0.9
+
+
+def test_drums_off_means_no_drum_part_or_stem():
+    t = generate(quick(drums=False))
+    assert not any(i.is_drum for i in t.midi.instruments) and "drums" not in t.stems
+    assert np.abs(t.stems["piano"]).max() > 0.01
+
+
+def test_piano_off_means_drums_alone():
+    t = generate(quick(piano=False))
+    assert [i.is_drum for i in t.midi.instruments] == [True] and set(t.stems) == {"drums"}
+
+
+def test_stems_are_balanced_drums_under_piano(track):
+    from text2lofi.render import PIANO_DRUM_LU
+    meter = pyloudnorm.Meter(SR)
+    lp = meter.integrated_loudness(track.stems["piano"].astype(np.float64))
+    ld = meter.integrated_loudness(track.stems["drums"].astype(np.float64))
+    # Gains are measured on the first 30 s (here: the whole 20 s), so the ratio holds to about 1 LU.
+    assert abs((lp - ld) - PIANO_DRUM_LU) < 1.5, (lp, ld)
+
+
+def test_same_seed_is_bit_identical_and_another_seed_differs():
+    a = generate(quick(seed=5)).audio
+    b = generate(quick(seed=5)).audio
+    c = generate(quick(seed=6)).audio
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_text_prompt_goes_through_interpret():
+    t = generate("sad lofi in D minor without drums, 6 seconds", seed=1)
+    assert t.audio.shape[0] == 6 * SR
+    assert (t.conditions.key, t.conditions.mode, t.conditions.drums) == ("D", "minor", False)
+    assert t.metadata["prompt"].startswith("sad lofi") and set(t.metadata["models"]) == {"piano"}
+
+
+def test_save_formats_atomically_with_metadata(track, tmp_path):
+    from pedalboard.io import AudioFile
+    for name in ("t.wav", "t.flac", "t.mp3", "t.mid"):
+        path = track.save(tmp_path / name)
+        assert path.stat().st_size > 1000
+        meta = json.loads((tmp_path / (name + ".json")).read_text())
+        assert meta["seed"] == 11 and meta["conditions"]["key"] == "A"
+    with AudioFile(str(tmp_path / "t.wav")) as f:
+        assert (f.frames, f.num_channels, f.samplerate) == (len(track.audio), 2, SR)
+    pm = pretty_midi.PrettyMIDI(str(tmp_path / "t.mid"))
+    assert len(pm.instruments) == 2 and len(pm.get_tempo_changes()[0]) == 1
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    stems = track.save_stems(tmp_path / "stems")
+    assert sorted(p.name for p in stems) == ["drums.wav", "piano.wav"]
+
+
+def test_bad_output_paths_fail_before_any_work(tmp_path):
+    from text2lofi.pipeline import generate_to_files
+    with pytest.raises(ValueError, match="extension"):
+        generate_to_files(quick(), tmp_path / "x.ogx")
+    with pytest.raises(FileNotFoundError):
+        generate_to_files(quick(), tmp_path / "missing" / "x.wav")
+    with pytest.raises(TypeError, match="unknown condition"):
+        generate(quick(), colour="blue")
+
+
+def test_cli_writes_exact_track_and_reports_bad_paths(tmp_path):
+    out = tmp_path / "cli.wav"
+    cmd = [sys.executable, "-m", "text2lofi", "generate", "lofi with rain, 5 seconds", "-o", str(out),
+           "--midi", str(tmp_path / "cli.mid"), "--seed", "3", "-q"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    from pedalboard.io import AudioFile
+    with AudioFile(str(out)) as f:
+        assert f.frames == 5 * SR
+    bad = subprocess.run([sys.executable, "-m", "text2lofi", "generate", "lofi", "-o", str(tmp_path / "x.doc")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "extension" in bad.stderr and not (tmp_path / "x.doc").exists()
+
+
+def test_stream_is_exact_and_continuous():
+    c = quick(duration_s=30.0)
+    chunks = list(stream(c, chunk_s=2.0, max_s=9.0))
+    assert [len(ch) for ch in chunks] == [2 * SR] * 4 + [SR]
+    audio = np.concatenate(chunks)
+    # No gap or click at chunk joins: the biggest sample step at a join is like the steps elsewhere.
+    steps = np.abs(np.diff(audio[:, 0]))
+    joins = [steps[i * 2 * SR - 1] for i in range(1, 5)]
+    assert max(joins) <= np.percentile(steps, 99.9) + 1e-6

@@ -1,0 +1,272 @@
+"""Conditions -> piano and drum notes on ONE bar grid, bar by bar, for any length.
+
+Both models are primed with their condition tokens, then sampled in recurrent mode through the project's one
+sampler (rwkv_core.sampling.TokenStream). Logit masks keep the token grammar valid, keep piano pitches in the
+key's scale or the current chord, and keep positions inside a bar moving forward. The arrangement (intro, loops
+with variation, breaks, outro) comes from text2lofi.arrangement.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pretty_midi
+import torch
+
+from rwkv_core import load
+from rwkv_core.sampling import SamplingConfig, TokenStream
+from text2lofi.arrangement import (BarGrid, Section, parse_chord, plan_sections, progression_for,
+                                   tonic_chord)
+from text2lofi.conditions import Conditions
+from text2lofi.render import NoteEvent
+from text2lofi.tokenize import MusicTokenizer, Note
+
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+PIANO_RANGE = (36, 96)          # MIDI pitches the piano may sample: C2..C7, nothing shrill or muddy
+MAX_TOKENS_PER_BAR = {"piano": 72, "drums": 96}
+
+
+@dataclass
+class MusicModel:
+    kind: str                  # "piano" | "drums"
+    model: torch.nn.Module
+    tokenizer: MusicTokenizer
+    version: str               # "<kind>@<first 12 hex of the weights' sha256>"
+
+
+@functools.lru_cache(maxsize=4)
+def load_music_model(kind: str, checkpoint_dir: str | None = None) -> MusicModel:
+    """Load checkpoints/<kind>/ (exactly one .pth + sidecar + tokenizer config). Cached per process."""
+    folder = Path(checkpoint_dir) if checkpoint_dir else CHECKPOINTS / kind
+    weights = sorted(folder.glob("*.pth"))
+    if len(weights) != 1:
+        raise FileNotFoundError(f"expected exactly one .pth in {folder}, found {len(weights)}")
+    model = load(str(weights[0]))
+    model.eval()
+    digest = hashlib.sha256(weights[0].read_bytes()).hexdigest()[:12]
+    return MusicModel(kind, model, MusicTokenizer.load(folder), f"{kind}@{digest}")
+
+
+@dataclass
+class ComposedBar:
+    index: int                         # bar number from the track start
+    section: str                       # intro | loop | break | outro
+    chord: str | None
+    start_sample: int                  # where the bar starts on the shared grid
+    end_sample: int
+    piano: list[NoteEvent] = field(default_factory=list)   # absolute samples
+    drums: list[NoteEvent] = field(default_factory=list)
+
+
+class _TokenMasks:
+    """Per-tokenizer boolean tables, built once: grammar, pitch and position lookups. Shapes (V,) or (V, V)."""
+
+    def __init__(self, tok: MusicTokenizer):
+        v = tok.vocab_size
+        self.grammar = tok.grammar_table()                                            # (V, V)
+        self.pitch = torch.tensor([-1 if tok.pitch_of(i) is None else tok.pitch_of(i) for i in range(v)])
+        self.position = torch.tensor([-1 if tok.position_of(i) is None else tok.position_of(i) for i in range(v)])
+        self.is_pitch = self.pitch >= 0
+        self.is_position = self.position >= 0
+
+    def pitch_mask(self, allowed_pcs: frozenset[int] | None, lo: int, hi: int) -> torch.Tensor:
+        """True where a token is allowed as far as pitch goes (non-pitch tokens always pass)."""
+        ok = (self.pitch >= lo) & (self.pitch <= hi)
+        if allowed_pcs is not None:
+            pcs = torch.zeros(12, dtype=torch.bool)
+            pcs[list(allowed_pcs)] = True
+            ok &= pcs[self.pitch.clamp(min=0) % 12]
+        return ~self.is_pitch | ok
+
+
+class PartWriter:
+    """Samples one part, bar by bar, from its model. Holds the recurrent state between bars."""
+
+    def __init__(self, mm: MusicModel, prefix: list[int], sampling: SamplingConfig, generator: torch.Generator):
+        self.mm, self.tok = mm, mm.tokenizer
+        self.masks = _masks_for(mm.tokenizer)
+        self.stream = TokenStream(mm.model, torch.tensor([prefix], dtype=torch.long), sampling, generator=generator)
+        self.last = prefix[-1]
+        self.bar_open = False   # True when the model itself already emitted the Bar that opens the next bar
+        self.max_tokens = MAX_TOKENS_PER_BAR[mm.kind]
+
+    def next_bar(self, chord: str | None = None, pitch_mask: torch.Tensor | None = None) -> list[Note]:
+        tok = self.tok
+        opening = [] if self.bar_open else [tok.bar_id]
+        chord_id = tok.chord_token(chord) if chord else None
+        if chord_id is not None:
+            opening.append(chord_id)
+        if opening:
+            self.stream.feed(torch.tensor([opening], dtype=torch.long))
+            self.last = opening[-1]
+        self.bar_open = False
+        body: list[int] = []
+        position, notes_started = -1, False
+        for _ in range(self.max_tokens):
+            mask = self.masks.grammar[self.last].clone()
+            if pitch_mask is not None:
+                mask &= pitch_mask
+            mask &= ~self.masks.is_position | (self.masks.position > position)
+            if not notes_started:
+                mask[tok.bar_id] = False      # no empty bars: the arrangement decides where silence goes
+            if not bool(mask.any()):
+                break
+            t = int(self.stream.next(mask=mask[None])[0])
+            self.last = t
+            if t == tok.bar_id:
+                self.bar_open = True
+                break
+            body.append(t)
+            if self.masks.is_position[t]:
+                position = int(self.masks.position[t])
+            notes_started = notes_started or bool(self.masks.is_pitch[t])
+        bars = tok.decode_bars([tok.bar_id] + body)
+        return bars[0] if bars else []
+
+
+_MASKS: dict[int, tuple[MusicTokenizer, _TokenMasks]] = {}
+
+
+def _masks_for(tok: MusicTokenizer) -> _TokenMasks:
+    """Masks per tokenizer object (built once; V x V grammar table is ~0.3 MB for V ~ 500)."""
+    hit = _MASKS.get(id(tok))
+    if hit is None or hit[0] is not tok:
+        hit = _MASKS[id(tok)] = (tok, _TokenMasks(tok))
+    return hit[1]
+
+
+def drum_style(c: Conditions) -> str:
+    """GMD style the drum model is primed with: lo-fi is hip-hop unless the mood says otherwise."""
+    moods = {m.lower() for m in c.mood}
+    if moods & {"jazzy", "jazz", "smooth"}:
+        return "jazz"
+    if c.energy >= 0.75 or moods & {"funky", "groovy"}:
+        return "funk"
+    return "hiphop"
+
+
+def _swing(onset_beats: float, swing: float) -> float:
+    """Delay off-beat 16ths by up to a triplet 16th (swing 1.0 = 1/12 beat late)."""
+    frac = onset_beats % 0.5
+    if abs(frac - 0.25) < 1.0 / 48:
+        return onset_beats + swing / 12.0
+    return onset_beats
+
+
+class Composer:
+    """Bars of piano + drums for Conditions, on one BarGrid. `bars(n)` for a fixed length, `bars(None)` forever."""
+
+    def __init__(self, c: Conditions, piano: MusicModel | None = None, drums: MusicModel | None = None,
+                 sample_rate: int = 44100, sampling: SamplingConfig | None = None):
+        self.c = c
+        self.grid = BarGrid(c.tempo_bpm, sample_rate)
+        self.generator = torch.Generator().manual_seed(c.seed)
+        self.rng = np.random.default_rng(c.seed)
+        sampling = sampling or SamplingConfig(temperature=0.95, top_k=0, top_p=0.95)
+        self.piano = self.drums = None
+        if c.piano:
+            piano = piano or load_music_model("piano")
+            prefix = piano.tokenizer.condition_prefix(key_pc=c.tonic_pc, mode=c.mode, tempo_bpm=c.tempo_bpm,
+                                                      style="pop")
+            self.piano = PartWriter(piano, prefix, sampling, self.generator)
+        if c.drums:
+            drums = drums or load_music_model("drums")
+            prefix = drums.tokenizer.condition_prefix(tempo_bpm=c.tempo_bpm, style=drum_style(c))
+            self.drums = PartWriter(drums, prefix, sampling, self.generator)
+        self.progression = progression_for(c)
+        self._chord_pcs = {s: parse_chord(s)[1] for s in self.progression + [tonic_chord(c)]}
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {w.mm.kind: w.mm.version for w in (self.piano, self.drums) if w is not None}
+
+    # ---- one part, one section ------------------------------------------------------------
+    def _piano_bar(self, chord: str) -> list[Note]:
+        allowed = self.c.scale_pcs | frozenset(self._chord_pcs[chord])
+        mask = self.piano.masks.pitch_mask(allowed, *PIANO_RANGE)
+        return self.piano.next_bar(chord, mask)
+
+    def _final_chord(self) -> list[Note]:
+        """A held tonic chord: root in the bass, chord tones above middle C. The cadence the track ends on."""
+        root, pcs = parse_chord(tonic_chord(self.c))
+        voicing = [36 + root] + sorted(60 + (pc - root) % 12 + root % 12 for pc in pcs)
+        return [Note(0.0, 4.0, p, 62 if i else 70) for i, p in enumerate(voicing)]
+
+    def _section_notes(self, s: Section, last_of_track: bool) -> list[tuple[str | None, list[Note], list[Note]]]:
+        chords = [self.progression[j % len(self.progression)] for j in range(s.n_bars)]
+        piano: list[list[Note]] = []
+        for j in range(s.n_bars):
+            if not (s.piano and self.piano):
+                piano.append([])
+            elif last_of_track and j == s.n_bars - 1:
+                chords[j] = tonic_chord(self.c)
+                piano.append(self._final_chord())
+            elif j < s.phrase_bars or j == s.n_bars - 1:
+                piano.append(self._piano_bar(chords[j]))       # new material, incl. the varied last bar
+            else:
+                piano.append(piano[j % s.phrase_bars])          # the loop repeats its phrase
+        drums: list[list[Note]] = []
+        groove = min(2, s.phrase_bars)
+        for j in range(s.n_bars):
+            if not (s.drums and self.drums):
+                drums.append([])
+            elif j < groove or j == s.n_bars - 1:
+                drums.append(self._shape_drums(self.drums.next_bar()))   # groove, then a fill at the end
+            else:
+                drums.append(drums[j % groove])
+        return list(zip(chords, piano, drums))
+
+    def _shape_drums(self, notes: list[Note]) -> list[Note]:
+        """Energy sets intensity: velocities scale, and quiet ghost notes go at low energy."""
+        gain = 0.65 + 0.6 * self.c.energy
+        out = []
+        for n in notes:
+            if self.c.energy < 0.4 and n.velocity < 45:
+                continue
+            out.append(Note(n.onset, n.duration, n.pitch, int(np.clip(n.velocity * gain, 1, 127))))
+        return out
+
+    def _events(self, bar: int, notes: list[Note]) -> list[NoteEvent]:
+        g, out = self.grid, []
+        for n in notes:
+            onset = _swing(n.onset, self.c.swing)
+            start = g.sample_at(bar, onset)
+            end = max(start + 1, g.sample_at(bar, onset + max(n.duration, 1 / 24)))
+            out.append(NoteEvent(start, end, int(n.pitch), int(n.velocity)))
+        return out
+
+    # ---- the whole track ------------------------------------------------------------------
+    def bars(self, n_bars: int | None) -> Iterator[ComposedBar]:
+        index = 0
+        sections = plan_sections(n_bars, self.piano is not None, self.drums is not None)
+        for s in sections:
+            last = n_bars is not None and index + s.n_bars >= n_bars
+            for chord, p, d in self._section_notes(s, last):
+                yield ComposedBar(index, s.name, chord, self.grid.bar_start(index), self.grid.bar_start(index + 1),
+                                  self._events(index, p), self._events(index, d))
+                index += 1
+
+
+def bars_to_midi(bars: list[ComposedBar], c: Conditions, piano_program: int = 0,
+                 sample_rate: int = 44100) -> pretty_midi.PrettyMIDI:
+    """Both parts on one tempo map: a single tempo event, note times from the shared grid."""
+    pm = pretty_midi.PrettyMIDI(initial_tempo=c.tempo_bpm)
+    piano = pretty_midi.Instrument(program=piano_program, name="piano")
+    drums = pretty_midi.Instrument(program=0, is_drum=True, name="drums")
+    for b in bars:
+        for inst, events in ((piano, b.piano), (drums, b.drums)):
+            inst.notes.extend(pretty_midi.Note(velocity=e.velocity, pitch=e.pitch, start=e.start_sample / sample_rate,
+                                               end=e.end_sample / sample_rate) for e in events)
+    pm.instruments = [i for i, on in ((piano, c.piano), (drums, c.drums)) if on]
+    return pm
+
+
+def compose_midi(c: Conditions, n_bars: int | None = None) -> pretty_midi.PrettyMIDI:
+    """Convenience for evaluation: the MIDI of a whole track (bars to cover c.duration_s unless n_bars given)."""
+    composer = Composer(c)
+    n = n_bars or composer.grid.bars_for(int(round(c.duration_s * composer.grid.sample_rate)))
+    return bars_to_midi(list(composer.bars(n)), c)

@@ -1,0 +1,359 @@
+"""generate() / stream(): Conditions -> composed bars -> FluidSynth stems -> balance -> lo-fi chain + textures
+-> master. Everything runs bar by bar, so any length streams with flat memory.
+
+Short tracks (<= IN_MEMORY_MAX_S) are mastered in two passes (integrated loudness of the whole track);
+longer ones and endless streams use a streaming master whose gain is fixed from the first MEASURE_S seconds.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pretty_midi
+
+from text2lofi import audio_io
+from text2lofi.arrangement import SAMPLE_RATE
+from text2lofi.compose import ComposedBar, Composer, bars_to_midi
+from text2lofi.conditions import Conditions
+from text2lofi.effects import LofiChain, Master, master_to_lufs
+from text2lofi.render import PartSynth, SynthPool, balance_gains, piano_program_for
+from text2lofi.textures import TextureBed
+
+IN_MEMORY_MAX_S = 20 * 60     # up to 20 min the whole track is held (~210 MB) and mastered in two passes
+MIDI_MAX_S = 2 * 3600         # longer tracks keep no MIDI in memory (12 h would be ~10^6 note objects)
+MEASURE_S = 30.0              # seconds of audio measured for stem gains (and the streaming master's gain)
+FADE_OUT_S = 4.0              # the ending fades over the last seconds (the final bar is a held tonic chord)
+FADE_IN_S = 0.01              # no click at t = 0
+STAGES = ("interpreting", "composing", "rendering", "mastering")
+
+Progress = Callable[[str, float], None]
+
+
+def _no_progress(stage: str, fraction: float) -> None:
+    pass
+
+
+@dataclass
+class Track:
+    audio: np.ndarray                          # (n_samples, 2) float32; a read-only memmap for long tracks
+    sample_rate: int
+    midi: pretty_midi.PrettyMIDI | None        # None for tracks too long to keep every note in memory
+    conditions: Conditions
+    stems: dict[str, np.ndarray] = field(default_factory=dict)   # balanced, before effects; short tracks only
+    metadata: dict = field(default_factory=dict)
+    raw_path: Path | None = field(default=None, repr=False)   # long tracks: the float32 file behind `audio`
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """WAV / MP3 / FLAC by extension, or .mid/.midi for the MIDI. Atomic; metadata in a .json beside it."""
+        path = audio_io.check_output_path(path)
+        if path.suffix.lower() in audio_io.MIDI_EXTENSIONS:
+            if self.midi is None:
+                raise ValueError("this track is too long to keep its MIDI in memory; use the CLI's --midi")
+            audio_io.write_midi(self.midi, path)
+        else:
+            audio_io.write_audio(path, self.iter_audio(), self.sample_rate, tags=self.metadata)
+        audio_io.write_json(path.with_suffix(path.suffix + ".json"), self.metadata)
+        return path
+
+    def iter_audio(self, size: int = 1 << 18) -> Iterator[np.ndarray]:
+        """(size, 2) chunks. Long tracks are read from their file with plain reads, so saving a 12-hour track
+        does not pull the whole memory map into RSS."""
+        if self.raw_path is None:
+            yield from iter_chunks(self.audio, size)
+            return
+        with open(self.raw_path, "rb") as f:
+            while True:
+                block = np.fromfile(f, dtype=np.float32, count=size * 2)
+                if not len(block):
+                    return
+                yield block.reshape(-1, 2)
+
+    def save_stems(self, folder: str | os.PathLike) -> list[Path]:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for name, audio in self.stems.items():
+            p = folder / f"{name}.wav"
+            audio_io.write_audio(p, iter_chunks(audio), self.sample_rate, tags=self.metadata)
+            out.append(p)
+        return out
+
+
+def iter_chunks(audio: np.ndarray, size: int = 1 << 18) -> Iterator[np.ndarray]:
+    for i in range(0, len(audio), size):
+        yield np.ascontiguousarray(audio[i:i + size], dtype=np.float32)
+
+
+# ---- the mixing engine ------------------------------------------------------------------------
+_POOLS: dict[int, SynthPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def synth_pool(sample_rate: int) -> SynthPool:
+    """One pool per sample rate for the process: concurrent generations each take their own synthesizers."""
+    with _POOLS_LOCK:
+        if sample_rate not in _POOLS:
+            _POOLS[sample_rate] = SynthPool(sample_rate)
+        return _POOLS[sample_rate]
+
+
+class _Mixer:
+    """Bars -> stem chunks -> balanced mix -> lo-fi chain + textures. Gains are measured once, then fixed.
+    Holds pooled synthesizers until close()."""
+
+    def __init__(self, c: Conditions, sample_rate: int):
+        self.c, self.sr = c, sample_rate
+        self._held = contextlib.ExitStack()
+        pool = synth_pool(sample_rate)
+        self.synths: dict[str, PartSynth] = {}
+        if c.piano:
+            self.synths["piano"] = self._held.enter_context(pool.acquire("piano", piano_program_for(c.mood)))
+        if c.drums:
+            self.synths["drums"] = self._held.enter_context(pool.acquire("drums", 0))
+        self.chain = LofiChain(c.lofi_amount, sample_rate=sample_rate, seed=c.seed)
+        self.bed = TextureBed(c.textures, sample_rate=sample_rate, seed=c.seed) if c.textures else None
+        self.gains: dict[str, float] | None = None
+
+    def stems(self, bar: ComposedBar, n: int) -> dict[str, np.ndarray]:
+        return {name: synth.render(bar.piano if name == "piano" else bar.drums, n)
+                for name, synth in self.synths.items()}
+
+    def set_gains(self, stems: dict[str, np.ndarray]) -> None:
+        self.gains = balance_gains(stems, self.sr)
+
+    def mix(self, stems: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        balanced = {k: v * np.float32(self.gains[k]) for k, v in stems.items()}
+        music = np.zeros((n, 2), np.float32)
+        for v in balanced.values():
+            music += v
+        out = self.chain.process(music, reset=False)
+        if self.bed is not None:
+            out = out + self.bed.render(n)
+        return out.astype(np.float32, copy=False), balanced
+
+    def close(self) -> None:
+        """Give the synthesizers back to the pool (reset there)."""
+        self._held.close()
+
+
+def _bar_chunks(composer: Composer, mixer: _Mixer, n_samples: int | None, progress: Progress,
+                keep_bars: list[ComposedBar] | None) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """(pre-master mix, balanced stems) per chunk, exactly n_samples in total (or forever if None).
+
+    The first MEASURE_S seconds are held back until the stem gains are measured on them.
+    """
+    n_bars = None if n_samples is None else composer.grid.bars_for(n_samples)
+    try:
+        yield from _mix_bars(composer, mixer, n_samples, n_bars, progress, keep_bars)
+    finally:
+        mixer.close()
+
+
+def _mix_bars(composer, mixer, n_samples, n_bars, progress, keep_bars):
+    pending: list[tuple[dict[str, np.ndarray], int]] = []
+    pending_len = 0
+    emitted = 0
+    for bar in composer.bars(n_bars):
+        if keep_bars is not None:
+            keep_bars.append(bar)
+        end = bar.end_sample if n_samples is None else min(bar.end_sample, n_samples)
+        n = end - bar.start_sample
+        if n <= 0:
+            break
+        if n_bars:
+            progress("composing", bar.index / n_bars)
+        stems = mixer.stems(bar, n)
+        if n_bars:
+            progress("rendering", (bar.index + 1) / n_bars)
+        if mixer.gains is None:
+            pending.append((stems, n))
+            pending_len += n
+            last = n_samples is not None and end >= n_samples
+            if pending_len < MEASURE_S * mixer.sr and not last:
+                continue
+            joined = {k: np.concatenate([p[0][k] for p in pending]) for k in stems}
+            mixer.set_gains(joined)
+            yield mixer.mix(joined, pending_len)
+            emitted += pending_len
+            pending = []
+        else:
+            yield mixer.mix(stems, n)
+            emitted += n
+        if n_samples is not None and emitted >= n_samples:
+            break
+
+
+def _fade(audio: np.ndarray, start: int, total: int, sr: int) -> None:
+    """In-place fade-in at 0 and fade-out over the last FADE_OUT_S of a track `total` samples long.
+    `audio` holds samples [start, start + len(audio)) of the track."""
+    n_in = int(FADE_IN_S * sr)
+    if start < n_in:
+        k = min(n_in - start, len(audio))
+        audio[:k] *= np.linspace(start / n_in, (start + k) / n_in, k, endpoint=False, dtype=np.float32)[:, None]
+    n_out = min(int(FADE_OUT_S * sr), total // 4)
+    fade_start = total - n_out
+    lo = max(fade_start, start)
+    hi = start + len(audio)
+    if hi > lo and n_out > 0:
+        t = (np.arange(lo, hi, dtype=np.float64) - fade_start) / n_out
+        audio[lo - start:hi - start] *= np.cos(t * np.pi / 2).astype(np.float32)[:, None] ** 2
+
+
+def _resolve(prompt, seed, overrides, progress) -> Conditions:
+    if isinstance(prompt, Conditions):
+        c = prompt.replace()
+        c.warnings = list(prompt.warnings)
+    elif isinstance(prompt, str):
+        progress("interpreting", 0.0)
+        from text2lofi.instruct import interpret
+        c = interpret(prompt)
+    else:
+        raise TypeError(f"generate() takes text or Conditions, not {type(prompt).__name__}")
+    if seed is not None:
+        overrides = dict(overrides, seed=seed)
+    if overrides:
+        unknown = set(overrides) - set(Conditions.__dataclass_fields__) - {"warnings"}
+        if unknown:
+            raise TypeError(f"unknown condition override(s): {', '.join(sorted(unknown))}")
+        warnings = list(c.warnings)
+        c = c.replace(**overrides)
+        c.warnings = warnings + c.warnings
+    progress("interpreting", 1.0)
+    return c
+
+
+def _metadata(c: Conditions, composer: Composer, prompt, timings: dict) -> dict:
+    from text2lofi import __version__
+    return {"text2lofi": __version__, "prompt": prompt if isinstance(prompt, str) else None,
+            "seed": c.seed, "conditions": c.to_dict(), "models": composer.versions,
+            "sample_rate": composer.grid.sample_rate, "timings_s": timings}
+
+
+def generate(prompt: str | Conditions, seed: int | None = None, progress: Progress | None = None,
+             sample_rate: int = SAMPLE_RATE, **overrides) -> Track:
+    """Text or Conditions -> Track with exactly round(duration_s * sample_rate) samples."""
+    progress = progress or _no_progress
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    c = _resolve(prompt, seed, overrides, progress)
+    timings["interpret"] = time.perf_counter() - t0
+    n_samples = int(round(c.duration_s * sample_rate))
+    composer = Composer(c, sample_rate=sample_rate)
+    mixer = _Mixer(c, sample_rate)
+    if c.duration_s > IN_MEMORY_MAX_S:
+        return _generate_long(c, composer, mixer, n_samples, prompt, progress, timings)
+
+    bars: list[ComposedBar] = []
+    t1 = time.perf_counter()
+    mixes, stems = [], {k: [] for k in mixer.synths}
+    for mix, balanced in _bar_chunks(composer, mixer, n_samples, progress, bars):
+        mixes.append(mix)
+        for k, v in balanced.items():
+            stems[k].append(v)
+    timings["compose_render_mix"] = time.perf_counter() - t1
+    progress("mastering", 0.0)
+    t2 = time.perf_counter()
+    audio = np.concatenate(mixes)[:n_samples]
+    _fade(audio, 0, n_samples, sample_rate)
+    audio = master_to_lufs(audio, sample_rate).astype(np.float32, copy=False)
+    timings["master"] = time.perf_counter() - t2
+    progress("mastering", 1.0)
+    midi = bars_to_midi(bars, c, piano_program=piano_program_for(c.mood), sample_rate=sample_rate)
+    stems_out = {k: np.concatenate(v)[:n_samples] for k, v in stems.items()}
+    return Track(audio, sample_rate, midi, c, stems_out, _metadata(c, composer, prompt, timings))
+
+
+def _generate_long(c, composer, mixer, n_samples, prompt, progress, timings) -> Track:
+    """Long tracks: stream mastered float32 chunks to a temporary raw file and memory-map it (flat RSS)."""
+    t1 = time.perf_counter()
+    bars: list[ComposedBar] | None = [] if c.duration_s <= MIDI_MAX_S else None
+    fd, raw = tempfile.mkstemp(prefix="text2lofi-", suffix=".f32")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in _stream_master(c, composer, mixer, n_samples, progress, bars):
+                f.write(chunk.tobytes())
+        audio = np.memmap(raw, dtype=np.float32, mode="r", shape=(n_samples, 2))
+    except BaseException:
+        os.unlink(raw)
+        raise
+    timings["compose_render_mix_master"] = time.perf_counter() - t1
+    midi = None if bars is None else bars_to_midi(bars, c, piano_program_for(c.mood), mixer.sr)
+    track = Track(audio, mixer.sr, midi, c, {}, _metadata(c, composer, prompt, timings), raw_path=Path(raw))
+    weakref.finalize(track, os.unlink, raw)     # the temporary file lives exactly as long as the Track
+    return track
+
+
+def _stream_master(c: Conditions, composer: Composer, mixer: _Mixer, n_samples: int | None,
+                   progress: Progress, keep_bars: list[ComposedBar] | None = None) -> Iterator[np.ndarray]:
+    """Mastered chunks; exactly n_samples in total, or endless when n_samples is None."""
+    master = Master(target_lufs=-14.0, peak_dbfs=-1.0, sample_rate=mixer.sr)
+    done = 0
+    for mix, _ in _bar_chunks(composer, mixer, n_samples, progress, keep_bars):
+        if n_samples is not None:
+            mix = mix[:n_samples - done]
+            _fade(mix, done, n_samples, mixer.sr)
+        elif done == 0:
+            _fade(mix, 0, 1 << 62, mixer.sr)
+        out = master.process(mix)
+        done += len(mix)
+        yield out
+    rest = master.flush() if hasattr(master, "flush") else None
+    if rest is not None and len(rest):
+        yield rest
+
+
+def stream(conditions: Conditions | str, chunk_s: float | None = None, max_s: float | None = None,
+           sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Endless mastered audio for 'listen forever': (n, 2) float32 chunks of about one bar each
+    (or re-blocked to chunk_s seconds). Stops after max_s seconds if given."""
+    c = conditions if isinstance(conditions, Conditions) else _resolve(conditions, None, {}, _no_progress)
+    composer, mixer = Composer(c, sample_rate=sample_rate), _Mixer(c, sample_rate)
+    n_samples = None if max_s is None else int(round(max_s * sample_rate))
+    chunks = _stream_master(c, composer, mixer, n_samples, _no_progress)
+    if chunk_s is None:
+        yield from chunks
+        return
+    size, buf = int(round(chunk_s * sample_rate)), []
+    held = 0
+    for ch in chunks:
+        buf.append(ch)
+        held += len(ch)
+        while held >= size:
+            joined = np.concatenate(buf)
+            yield joined[:size]
+            buf, held = [joined[size:]], held - size
+    if held:
+        yield np.concatenate(buf)
+
+
+def generate_to_files(prompt: str | Conditions, out: str | os.PathLike, midi: str | os.PathLike | None = None,
+                      stems: str | os.PathLike | None = None, seed: int | None = None,
+                      progress: Progress | None = None, **overrides) -> Track:
+    """What the CLI runs: paths are checked before any work, files are written atomically."""
+    out = audio_io.check_output_path(out)
+    midi = audio_io.check_output_path(midi) if midi else None
+    if midi is not None and midi.suffix.lower() not in audio_io.MIDI_EXTENSIONS:
+        raise ValueError(f"--midi needs a .mid or .midi path, got {midi.name}")
+    track = generate(prompt, seed=seed, progress=progress, **overrides)
+    track.save(out)
+    if midi is not None:
+        track.save(midi)
+    if stems is not None:
+        track.save_stems(stems)
+    return track
+
+
+def describe(track: Track) -> str:
+    return json.dumps({k: track.metadata[k] for k in ("seed", "models", "conditions")}, indent=2)
