@@ -53,7 +53,7 @@ def test_convlstm_learns_a_repeating_pattern_and_keeps_best_weights():
     x, y = bl.roll_windows([roll])
     torch.manual_seed(0)
     untrained = bl.evaluate_convlstm(bl.ConvLSTM(), x, y)
-    cfg = bl.ConvLSTMTrainConfig(epochs=10, batch_size=8, lr=1e-2, time_budget_s=120, seed=0)
+    cfg = bl.ConvLSTMTrainConfig(epochs=10, batch_size=8, lr=1e-2, cpu_budget_s=120, seed=0)
     model, info = bl.train_convlstm([roll], [roll], cfg)
     assert info["epochs_run"] == 10 and len(info["history"]) == 10
     trained = bl.evaluate_convlstm(model, x, y)

@@ -593,13 +593,17 @@ def _markov_rows(cfg: EvalConfig, out_dir: Path) -> tuple[list[dict], dict]:
 # ---------------------------------------------------------------------------------------------------------------
 
 def summarise(rows: list[dict]) -> tuple[dict[str, float | None], dict[str, dict]]:
-    """Per metric: mean over the pieces where it is defined (None if none), and {std, n}."""
+    """Per metric: mean over the pieces where it is defined, and {std, n}. Every symbolic metric gets a key (None
+    when no piece defines it, e.g. consonance of a one-voice melody); adherence keys only where measured."""
     means, spread = {}, {}
     for name in SYMBOLIC + ADHERENCE + ("key_annotation_agreement",):
-        vals = np.array([r[name] for r in rows if name in r and r[name] is not None and np.isfinite(r[name])])
+        vals = np.array([r[name] for r in rows if r.get(name) is not None and np.isfinite(r[name])])
         if len(vals):
             means[name] = float(vals.mean())
             spread[name] = {"std": float(vals.std()), "n": int(len(vals))}
+        elif name in SYMBOLIC:
+            means[name] = None
+            spread[name] = {"std": None, "n": 0}
     return means, spread
 
 
@@ -618,7 +622,7 @@ def run(cfg: EvalConfig) -> dict:
         "convlstm_no_offset": lambda: _convlstm_rows(cfg, False, out),
         "markov": lambda: _markov_rows(cfg, out),
     }
-    names = [s for s in cfg.systems] + (["convlstm_no_offset"] if "convlstm" in cfg.systems else [])
+    names = [v for s in cfg.systems for v in ((s, "convlstm_no_offset") if s == "convlstm" else (s,))]
     per_piece: dict[str, list[dict]] = {}
     for name in names:
         t0 = time.perf_counter()
@@ -663,20 +667,22 @@ def worse_findings(result: dict, ours: str = "rwkv") -> list[str]:
     mine = systems.get(ours, {})
     real = systems.get("real", {})
     for metric, value in mine.items():
+        if value is None:
+            continue
         for other, vals in systems.items():
-            if other in (ours, "real") or metric not in vals:
+            if other in (ours, "real") or vals.get(metric) is None:
                 continue
             theirs = vals[metric]
             if metric in HIGHER_IS_BETTER and theirs > value:
                 lines.append(f"{metric}: {ours} {value:.3f} is below {other} {theirs:.3f}.")
             elif metric in LOWER_IS_BETTER and theirs < value:
                 lines.append(f"{metric}: {ours} {value:.3f} is above {other} {theirs:.3f} (lower is better).")
-            elif metric in CLOSER_TO_REAL and metric in real and abs(theirs - real[metric]) < abs(value - real[metric]):
+            elif metric in CLOSER_TO_REAL and real.get(metric) is not None and abs(theirs - real[metric]) < abs(value - real[metric]):
                 lines.append(f"{metric}: {other} ({theirs:.3f}) is closer to real music ({real[metric]:.3f}) "
                              f"than {ours} ({value:.3f}).")
-        if metric in HIGHER_IS_BETTER and metric in real and real[metric] > value and metric in SYMBOLIC:
+        if metric in HIGHER_IS_BETTER and real.get(metric) is not None and real[metric] > value:
             lines.append(f"{metric}: {ours} {value:.3f} is below real music {real[metric]:.3f}.")
-        if metric in LOWER_IS_BETTER and metric in real and real[metric] < value:
+        if metric in LOWER_IS_BETTER and real.get(metric) is not None and real[metric] < value:
             lines.append(f"{metric}: {ours} {value:.3f} is above real music {real[metric]:.3f} (lower is better).")
         if metric in ORIGINAL:
             orig = ORIGINAL[metric]
@@ -700,7 +706,7 @@ def _plot(result: dict, out: Path) -> list[str]:
     files = []
     fig, axes = plt.subplots(2, 5, figsize=(18, 7))
     for ax, metric in zip(axes.ravel(), SYMBOLIC):
-        xs = [n for n in names if metric in systems[n]]
+        xs = [n for n in names if systems[n].get(metric) is not None]
         ax.bar(range(len(xs)), [systems[n][metric] for n in xs],
                yerr=[spread[n][metric]["std"] for n in xs], capsize=3, color="#6a8caf")
         ax.set_xticks(range(len(xs)), xs, rotation=35, ha="right", fontsize=8)
