@@ -181,7 +181,7 @@ class LofiChain:
                 self._stages[-1].append(plugin)
             else:
                 self._stages.append(pb.Pedalboard([plugin]))
-        self.latency = sum(getattr(stage, "latency", 0) for stage in self._stages if isinstance(stage, WowFlutter))
+        self.latency = sum(s.latency for s in self._stages if isinstance(s, WowFlutter))   # samples
 
     def reset(self) -> None:
         for stage in self._stages:
