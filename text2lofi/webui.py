@@ -337,7 +337,7 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
             with gr.Tab("Results", id="results") as results_tab:
                 s_counts = gr.Markdown(elem_id="survey-counts")
                 s_table = gr.Dataframe(headers=["question", "answers", "mean", "1", "2", "3", "4", "5"],
-                                       label="Survey", interactive=False)
+                                       label="Survey", interactive=False, elem_id="survey-table")
                 s_plot = gr.Plot(label="Distribution per question")
                 s_refresh = gr.Button("Refresh")
                 with gr.Accordion("Admin", open=False):

@@ -1,0 +1,74 @@
+"""The page in a real browser (Debian's chromium via Playwright): type a prompt, generate a short track, see the
+player, rate it, see Results change. Screenshots go to test-artifacts/ for a person to look at."""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from test_app_api import running_app
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is in the [test] extra")
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser"
+# Flags that let Debian's chromium run headless in a container with no network (findings.md).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+GENERATION_TIMEOUT_MS = 180_000
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(reason="Debian chromium not installed (scripts/setup.sh --test installs it)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    profile = tempfile.mkdtemp(prefix="t2l-chromium-")
+    with running_app(tmp_path_factory.mktemp("browser-app")) as (url, _, _), sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
+                                                        args=CHROMIUM_ARGS, viewport={"width": 1300, "height": 1000})
+        page = browser.new_page()
+        page.goto(url)
+        yield page
+        browser.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _expect_results(page, line: str) -> None:
+    page.get_by_role("tab", name="Results").click()
+    sync_api.expect(page.locator("#survey-counts")).to_contain_text(line, timeout=30_000)
+
+
+def test_generate_rate_and_see_results_change(page):
+    _expect_results(page, "0 ratings from 0 raters")
+
+    page.get_by_role("tab", name="Create").click()
+    page.get_by_label("Describe your track").fill("rainy night study beats")
+    page.get_by_text("Override what the text says").click()
+    page.get_by_label("Duration (s)").fill("6")
+    page.locator("#generate").click()
+    player = page.locator("#track-audio")
+    # The player shows the track's length once the audio has arrived: exactly the 6 s asked for.
+    sync_api.expect(player).to_contain_text("0:06", timeout=GENERATION_TIMEOUT_MS)
+    sync_api.expect(page.get_by_text("rain", exact=False).first).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "1-create.png", full_page=True)
+
+    page.get_by_role("tab", name="Rate").click()
+    gid = page.locator("#generation-id textarea, #generation-id input").first
+    sync_api.expect(gid).to_have_value(re.compile(r"^[0-9a-f-]{36}$"))
+    page.locator("#rate-clarity input[type=number]").fill("5")
+    page.locator("#rate-match input[type=number]").fill("2")
+    page.get_by_label("Comment (optional)").fill("cozy, but where is the rain?")
+    page.locator("#submit-rating").click()
+    sync_api.expect(page.get_by_text('"updated"')).to_be_visible(timeout=30_000)
+    page.screenshot(path=ARTIFACTS / "2-rate.png", full_page=True)
+
+    _expect_results(page, "1 ratings from 1 raters of 1 tracks")
+    table = page.locator("#survey-table")
+    # Rows: question, answers, mean, then how many gave 1..5 — our one rating: clarity 5, match 2.
+    sync_api.expect(table.get_by_role("row", name="clarity 1 5 0 0 0 0 1")).to_be_visible()
+    sync_api.expect(table.get_by_role("row", name="match 1 2 0 1 0 0 0")).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "3-results.png", full_page=True)
