@@ -16,6 +16,8 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from text2lofi.effects import integrated_loudness
+
 SAMPLE_RATE = 44100
 DEBIAN_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")   # Debian package fluid-soundfont-gm
 DRUM_CHANNEL = 9          # General MIDI percussion channel
@@ -255,15 +257,6 @@ def render_midi(pm, n_samples: int, sample_rate: int = SAMPLE_RATE,
     return stems
 
 
-def stem_loudness(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
-    """Integrated loudness in LUFS (ITU-R BS.1770 via pyloudnorm); -inf for silence or < 0.4 s of audio."""
-    import pyloudnorm
-
-    if len(audio) < int(0.4 * sample_rate) or not np.any(audio):
-        return float("-inf")
-    return float(pyloudnorm.Meter(sample_rate).integrated_loudness(np.asarray(audio, np.float64)))
-
-
 def balance_gains(stems: dict[str, np.ndarray], sample_rate: int = SAMPLE_RATE,
                   piano_drum_lu: float = PIANO_DRUM_LU,
                   piano_lufs: float = STEM_PIANO_LUFS) -> dict[str, float]:
@@ -274,7 +267,7 @@ def balance_gains(stems: dict[str, np.ndarray], sample_rate: int = SAMPLE_RATE,
     """
     gains = {}
     for name, audio in stems.items():
-        loudness = stem_loudness(audio, sample_rate)
+        loudness = integrated_loudness(audio, sample_rate)
         if not np.isfinite(loudness) or loudness < SILENCE_LUFS:
             gains[name] = 1.0
             continue
