@@ -463,12 +463,14 @@ class EvalConfig:
     n_real: int = 48            # POP909 validation pieces (all 48 at the default 5% split)
     n_real_drums: int = 60      # GMD validation beats
     n_prompts: int = 40
+    prompt_durations: tuple[float, ...] = (15, 20, 30, 45, 60)     # seconds a prompt may ask for
     n_convlstm: int = 20        # per ConvLSTM variant
     n_markov: int = 40
 
     @classmethod
     def quick_config(cls, **kw) -> "EvalConfig":
-        sizes = dict(quick=True, bars=16, n_real=8, n_real_drums=8, n_prompts=4, n_convlstm=3, n_markov=6)
+        sizes = dict(quick=True, bars=16, n_real=8, n_real_drums=8, n_prompts=4, prompt_durations=(10, 15, 20),
+                     n_convlstm=3, n_markov=6)
         return cls(**{**sizes, **kw})
 
 
@@ -525,7 +527,7 @@ def _rwkv_rows(cfg: EvalConfig, out_dir: Path) -> tuple[list[dict], dict]:
     rows, models, seconds = [], {}, []
     midi_dir = out_dir / "midi"
     midi_dir.mkdir(parents=True, exist_ok=True)
-    for i, spec in enumerate(prompt_set(cfg.n_prompts, cfg.seed)):
+    for i, spec in enumerate(prompt_set(cfg.n_prompts, cfg.seed, cfg.prompt_durations)):
         t0 = time.perf_counter()
         track = generate(spec.text, seed=cfg.seed + i)
         seconds.append(time.perf_counter() - t0)
@@ -677,7 +679,8 @@ def worse_findings(result: dict, ours: str = "rwkv") -> list[str]:
                 lines.append(f"{metric}: {ours} {value:.3f} is below {other} {theirs:.3f}.")
             elif metric in LOWER_IS_BETTER and theirs < value:
                 lines.append(f"{metric}: {ours} {value:.3f} is above {other} {theirs:.3f} (lower is better).")
-            elif metric in CLOSER_TO_REAL and real.get(metric) is not None and abs(theirs - real[metric]) < abs(value - real[metric]):
+            elif (metric in CLOSER_TO_REAL and real.get(metric) is not None
+                  and abs(theirs - real[metric]) < abs(value - real[metric])):
                 lines.append(f"{metric}: {other} ({theirs:.3f}) is closer to real music ({real[metric]:.3f}) "
                              f"than {ours} ({value:.3f}).")
         if metric in HIGHER_IS_BETTER and real.get(metric) is not None and real[metric] > value:
@@ -798,7 +801,8 @@ def write_report(result: dict, out: Path) -> None:
         md.append(f"- **{n}** — {info[n].get('source', '')}. " + ", ".join(f"{k}: {v}" for k, v in meta.items()))
     if "rwkv" in info:
         md += ["", "Prompts (seed {}):".format(cfg["seed"]), ""]
-        md += [f"{i}. {p.text}" for i, p in enumerate(prompt_set(cfg["n_prompts"], cfg["seed"]))]
+        prompts = prompt_set(cfg["n_prompts"], cfg["seed"], cfg["prompt_durations"])
+        md += [f"{i}. {p.text}" for i, p in enumerate(prompts)]
     md += ["", "## Definitions", ""]
     md += [f"- **{k}**: {v}" for k, v in METRIC_DOCS.items()]
     md += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
@@ -814,7 +818,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--pop909", default=d.pop909)
     ap.add_argument("--gmd", default=d.gmd)
     ap.add_argument("--baselines", default=d.baselines)
-    ap.add_argument("--systems", default=",".join(d.systems), help="comma-separated subset of real,rwkv,convlstm,markov")
+    ap.add_argument("--systems", default=",".join(d.systems),
+                    help="comma-separated subset of real,rwkv,convlstm,markov")
     ap.add_argument("--seed", type=int, default=d.seed)
     for name in ("bars", "n_real", "n_real_drums", "n_prompts", "n_convlstm", "n_markov"):
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=None)
