@@ -110,8 +110,9 @@ def detect_chord(weights: np.ndarray) -> tuple[int, str] | None:
     for quality, intervals in CHORD_QUALITIES.items():
         for root in range(12):
             inside = sum(weights[(root + i) % 12] for i in intervals)
-            # Penalise pitch classes outside the chord and, slightly, bigger chords (prefer the plain triad).
-            score = inside - 0.6 * (total - inside) - 0.04 * total * len(intervals)
+            # Penalise pitch classes outside the chord and, slightly, bigger chords (prefer the plain triad);
+            # a sounding root breaks ties (a lone G is G major, not C major).
+            score = inside - 0.6 * (total - inside) - 0.04 * total * len(intervals) + 0.1 * weights[root]
             if score > best_score:
                 best, best_score = (root, quality), score
     return best
