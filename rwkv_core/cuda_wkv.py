@@ -6,7 +6,9 @@ Nothing is built at import: the first `wkv6_cuda` call (or `load_extension()`) r
 from __future__ import annotations
 
 import functools
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -36,6 +38,13 @@ def load_extension(verbose: bool = False):
             "wkv6 CUDA kernel: nvcc not found. Install the CUDA toolkit matching torch's CUDA "
             f"{torch.version.cuda} (it provides nvcc), or set CUDA_HOME to it; nvcc on PATH: {shutil.which('nvcc')}"
         )
+    if shutil.which("ninja") is None:
+        # the `ninja` PyPI package puts the binary next to this interpreter, which is not on PATH unless the
+        # virtual environment is activated; torch looks for it on PATH only
+        venv_bin = Path(sys.executable).parent
+        if not (venv_bin / "ninja").exists():
+            raise RuntimeError("wkv6 CUDA kernel: ninja not found (pip install ninja, or apt install ninja-build)")
+        os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
     sources = [KERNEL_DIR / name for name in SOURCES]
     missing = [str(p) for p in sources if not p.exists()]
     if missing:
