@@ -51,9 +51,6 @@ def test_both_parts_share_one_tempo_map_and_bar_grid(track):
         assert len(onsets) > 10
         # Every onset sits on the shared grid (to the sample: 1/44100 s is << one grid step).
         assert np.abs(onsets - np.round(onsets)).max() < 0.01, name
-    # And the audio starts both parts from the same bar origin: the first drum hit is on a bar or beat.
-    first_drum = min(n.start for n in parts["drums"].notes) / beat
-    assert abs(first_drum - round(first_drum * 4) / 4) < 1e-3
 
 
 def test_piano_stays_in_the_asked_key(track):

@@ -125,6 +125,7 @@ class _Mixer:
         self.chain = LofiChain(c.lofi_amount, sample_rate=sample_rate, seed=c.seed)
         self.bed = TextureBed(c.textures, sample_rate=sample_rate, seed=c.seed) if c.textures else None
         self.gains: dict[str, float] | None = None
+        self._chain_skip = self.chain.latency   # wow/flutter delays the music; trimmed so audio matches the MIDI
 
     def stems(self, bar: ComposedBar, n: int) -> dict[str, np.ndarray]:
         return {name: synth.render(bar.piano if name == "piano" else bar.drums, n)
@@ -133,12 +134,22 @@ class _Mixer:
     def set_gains(self, stems: dict[str, np.ndarray]) -> None:
         self.gains = balance_gains(stems, self.sr)
 
-    def mix(self, stems: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def mix(self, stems: dict[str, np.ndarray], n: int, final: bool = False
+            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """n samples of mixed music after the chain, plus textures. `final` flushes the chain's delay line
+        so the last chunk is complete; the chain's delay is trimmed from the first chunks."""
         balanced = {k: v * np.float32(self.gains[k]) for k, v in stems.items()}
-        music = np.zeros((n, 2), np.float32)
+        extra = self.chain.latency if final else 0
+        music = np.zeros((n + extra, 2), np.float32)
         for v in balanced.values():
-            music += v
+            music[:n] += v
         out = self.chain.process(music, reset=False)
+        if self._chain_skip:
+            cut = min(self._chain_skip, len(out))
+            out, self._chain_skip = out[cut:], self._chain_skip - cut
+        out = out[:n]
+        if len(out) < n:      # only while the delay is being trimmed: pad, never shift the grid
+            out = np.concatenate([np.zeros((n - len(out), 2), np.float32), out])
         if self.bed is not None:
             out = out + self.bed.render(n)
         return out.astype(np.float32, copy=False), balanced
@@ -185,11 +196,11 @@ def _mix_bars(composer, mixer, n_samples, n_bars, progress, keep_bars):
                 continue
             joined = {k: np.concatenate([p[0][k] for p in pending]) for k in stems}
             mixer.set_gains(joined)
-            yield mixer.mix(joined, pending_len)
+            yield mixer.mix(joined, pending_len, final=last)
             emitted += pending_len
             pending = []
         else:
-            yield mixer.mix(stems, n)
+            yield mixer.mix(stems, n, final=n_samples is not None and end >= n_samples)
             emitted += n
         if n_samples is not None and emitted >= n_samples:
             break
@@ -299,6 +310,7 @@ def _stream_master(c: Conditions, composer: Composer, mixer: _Mixer, n_samples: 
                    progress: Progress, keep_bars: list[ComposedBar] | None = None) -> Iterator[np.ndarray]:
     """Mastered chunks; exactly n_samples in total, or endless when n_samples is None."""
     master = Master(target_lufs=-14.0, peak_dbfs=-1.0, sample_rate=mixer.sr)
+    skip = master.latency          # the limiter looks ahead: its first `latency` output samples are padding
     done = 0
     for mix, _ in _bar_chunks(composer, mixer, n_samples, progress, keep_bars):
         if n_samples is not None:
@@ -306,12 +318,15 @@ def _stream_master(c: Conditions, composer: Composer, mixer: _Mixer, n_samples: 
             _fade(mix, done, n_samples, mixer.sr)
         elif done == 0:
             _fade(mix, 0, 1 << 62, mixer.sr)
-        out = master.process(mix)
         done += len(mix)
-        yield out
-    rest = master.flush() if hasattr(master, "flush") else None
-    if rest is not None and len(rest):
-        yield rest
+        out = master.process(mix)
+        if skip:
+            cut = min(skip, len(out))
+            out, skip = out[cut:], skip - cut
+        if len(out):
+            yield out
+    if n_samples is not None:      # flush the look-ahead so the total is exactly n_samples
+        yield master.process(np.zeros((master.latency, 2), np.float32))[skip:]
 
 
 def stream(conditions: Conditions | str, chunk_s: float | None = None, max_s: float | None = None,
