@@ -12,6 +12,7 @@ DELEGATED = {
     "train": ("rwkv_core.train", "train an RWKV-6 model on token shards"),
     "train-instruct": ("text2lofi.instruct_lm", "generate instruction data and train the instruction LM"),
     "eval": ("text2lofi.evaluate", "run the evaluation and write metrics.json + report.md"),
+    "baselines": ("text2lofi.baselines", "train the ConvLSTM / Markov baselines the evaluation compares with"),
 }
 
 
