@@ -257,11 +257,23 @@ class MarkovChain:
 
     @classmethod
     def fit(cls, segments: Iterable[Sequence[int]], vocab_size: int) -> "MarkovChain":
+        segs = [np.asarray(seg, dtype=np.int64) for seg in segments]
+        starts = np.cumsum([0] + [len(x) for x in segs[:-1]])
+        return cls.fit_flat(np.concatenate(segs) if segs else np.zeros(0, np.int64), starts, vocab_size)
+
+    @classmethod
+    def fit_flat(cls, tokens: np.ndarray, starts: np.ndarray, vocab_size: int,
+                 chunk: int = 1 << 23) -> "MarkovChain":
+        """Count bigrams of concatenated segments (tokens, segment start offsets), never across a boundary."""
         counts = np.zeros(vocab_size * vocab_size, dtype=np.int64)
-        for seg in segments:
-            seg = np.asarray(seg, dtype=np.int64)
-            if len(seg) > 1:
-                counts += np.bincount(seg[:-1] * vocab_size + seg[1:], minlength=vocab_size * vocab_size)
+        is_last = np.zeros(len(tokens), dtype=bool)                 # token i ends its segment: no pair (i, i+1)
+        is_last[np.asarray(starts[1:], dtype=np.int64) - 1] = True
+        for a in range(0, max(len(tokens) - 1, 0), chunk):
+            b = min(a + chunk, len(tokens) - 1)
+            prev = np.asarray(tokens[a:b], dtype=np.int64)
+            nxt = np.asarray(tokens[a + 1:b + 1], dtype=np.int64)
+            keep = ~is_last[a:b]
+            counts += np.bincount(prev[keep] * vocab_size + nxt[keep], minlength=vocab_size * vocab_size)
         return cls(counts.reshape(vocab_size, vocab_size))
 
     @classmethod
@@ -270,9 +282,9 @@ class MarkovChain:
         folder = Path(folder)
         vocab = int(json.loads((folder / "meta.json").read_text())["vocab_size"])
         tokens = np.memmap(folder / f"{split}.bin", dtype=np.uint16, mode="r")
-        starts = np.load(folder / f"{split}.idx.npy") if (folder / f"{split}.idx.npy").exists() else np.zeros(1, int)
-        bounds = list(starts) + [len(tokens)]
-        return cls.fit((tokens[a:b] for a, b in zip(bounds[:-1], bounds[1:])), vocab)
+        idx = folder / f"{split}.idx.npy"
+        starts = np.load(idx) if idx.exists() else np.zeros(1, dtype=np.int64)
+        return cls.fit_flat(tokens, starts, vocab)
 
     def save(self, path: str | Path) -> None:
         """Sparse npz: (prev, next, count) triples + vocab size (a few hundred kB for the piano vocab)."""
