@@ -1,7 +1,7 @@
 // Torch binding of the WKV6 kernels in wkv6.cu: checks shapes/dtypes/devices, allocates outputs, launches.
 // Autograd, the device guard and the stream (passed in as the integer handle of torch.cuda.current_stream())
 // live in rwkv_core/cuda_wkv.py. Only torch/extension.h and the CUDA runtime header are included, so this file
-// also compiles against a CPU build of torch (the CI syntax check); c10/cuda headers need a CUDA build.
+// also compiles (g++ -std=c++20 -fsyntax-only) against a CPU build of torch; c10/cuda headers need a CUDA build.
 #include <torch/extension.h>
 #include <cuda_runtime_api.h>
 
@@ -55,8 +55,8 @@ std::vector<torch::Tensor> forward(torch::Tensor r, torch::Tensor k, torch::Tens
   auto y = torch::empty_like(r);
   auto sT = torch::empty({B, H, N, N}, r.options().dtype(torch::kFloat32));
   check_cuda(wkv6_forward(r.scalar_type() == torch::kBFloat16, B, T, H, r.data_ptr(), k.data_ptr(),
-                              v.data_ptr(), w.data_ptr<float>(), u.data_ptr<float>(), state_ptr(s0, r, "state"),
-                              y.data_ptr(), sT.data_ptr<float>(), reinterpret_cast<cudaStream_t>(stream)));
+             v.data_ptr(), w.data_ptr<float>(), u.data_ptr<float>(), state_ptr(s0, r, "state"),
+             y.data_ptr(), sT.data_ptr<float>(), reinterpret_cast<cudaStream_t>(stream)));
   return {y, sT};
 }
 
@@ -77,10 +77,10 @@ std::vector<torch::Tensor> backward(torch::Tensor r, torch::Tensor k, torch::Ten
   auto gs0 = torch::empty({B, H, N, N}, f32);
   auto a_last = torch::empty({B, H, N}, f32);
   check_cuda(wkv6_backward(r.scalar_type() == torch::kBFloat16, B, T, H, r.data_ptr(), k.data_ptr(),
-                               v.data_ptr(), w.data_ptr<float>(), u.data_ptr<float>(), state_ptr(s0, r, "state"),
-                               gy.data_ptr(), state_ptr(gsT, r, "final-state gradient"), gr.data_ptr(),
-                               gk.data_ptr(), gv.data_ptr(), gw.data_ptr<float>(), gu.data_ptr<float>(),
-                               gs0.data_ptr<float>(), a_last.data_ptr<float>(), reinterpret_cast<cudaStream_t>(stream)));
+             v.data_ptr(), w.data_ptr<float>(), u.data_ptr<float>(), state_ptr(s0, r, "state"),
+             gy.data_ptr(), state_ptr(gsT, r, "final-state gradient"), gr.data_ptr(),
+             gk.data_ptr(), gv.data_ptr(), gw.data_ptr<float>(), gu.data_ptr<float>(),
+             gs0.data_ptr<float>(), a_last.data_ptr<float>(), reinterpret_cast<cudaStream_t>(stream)));
   return {gr, gk, gv, gw, gu, gs0};
 }
 
