@@ -57,6 +57,7 @@ def test_convlstm_learns_a_repeating_pattern_and_keeps_best_weights():
     model, info = bl.train_convlstm([roll], [roll], cfg)
     assert info["epochs_run"] == 10 and len(info["history"]) == 10
     trained = bl.evaluate_convlstm(model, x, y)
+    assert info["val_mse_of_silence"] == pytest.approx(y.mean())      # MSE of always predicting no notes
     assert trained < 0.5 * untrained
     assert trained == pytest.approx(min(h["val_mse"] for h in info["history"]), rel=1e-5)
 

@@ -193,7 +193,8 @@ def train_convlstm(train_rolls: Sequence[np.ndarray], val_rolls: Sequence[np.nda
     model.load_state_dict(best_state)
     model.eval()
     info = {"epochs_run": round(epochs_run, 3), "train_windows": int(len(x_tr)), "val_windows": int(len(x_va)),
-            "best_val_mse": best, "history": history, "config": asdict(config),
+            "best_val_mse": best, "val_mse_of_silence": float(y_va.mean()) if len(y_va) else math.nan,
+            "history": history, "config": asdict(config),
             "train_cpu_seconds": round(time.process_time() - start, 1),
             "train_wall_seconds": round(time.monotonic() - wall_start, 1)}
     return model, info

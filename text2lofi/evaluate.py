@@ -513,11 +513,13 @@ def _real_rows(cfg: EvalConfig) -> tuple[list[dict], dict]:
         rows.append(row)
     items = [it for it in list_gmd(cfg.gmd) if it.extra[4] != "train" and it.extra[2] == "beat"
              and it.extra[3] == "4-4"]
+    n_piano = len(rows)
     for it in items[: cfg.n_real_drums]:
         pm = excerpt(pretty_midi.PrettyMIDI(it.path), cfg.bars)
         rows.append({"id": f"gmd/{it.id}", "drum_groove_consistency": groove_consistency(pm, drums=True)})
-    return rows, {"pieces": len(rows), "source": "POP909 val split (text2lofi.data.split_of) + GMD validation/test "
-                  f"beats; first {cfg.bars} bars from the first note"}
+    return rows, {"pieces": len(rows), "piano_pieces": n_piano, "drum_pieces": len(rows) - n_piano,
+                  "source": "POP909 val split (text2lofi.data.split_of) + GMD validation/test 4/4 beats; "
+                            f"first {cfg.bars} bars from the first note"}
 
 
 def _rwkv_rows(cfg: EvalConfig, out_dir: Path) -> tuple[list[dict], dict]:
@@ -561,6 +563,7 @@ def _convlstm_rows(cfg: EvalConfig, offset: bool, out_dir: Path) -> tuple[list[d
         pm.write(str(out_dir / "midi" / f"convlstm_{'offset' if offset else 'plain'}_{i:03d}.mid"))
     return rows, {"pieces": len(rows), "offset": offset, "epochs_run": info.get("epochs_run"),
                   "train_windows": info.get("train_windows"), "best_val_mse": info.get("best_val_mse"),
+                  "val_mse_of_silence": info.get("val_mse_of_silence"),
                   "raw_output_max": float(max(raw_max)) if raw_max else None,
                   "share_of_roll_cells_on": float(np.mean(active)) if active else None,
                   "source": f"ConvLSTM port seeded with 9-step windows of POP909 val pieces, {cfg.bars * 16} steps"}
