@@ -179,12 +179,12 @@ def test_eight_simultaneous_generate_calls_all_complete(app):
 
 def test_server_killed_mid_rating_keeps_a_consistent_database(tmp_path):
     store = SurveyStore(f"sqlite:///{tmp_path / 'survey.sqlite3'}")
-    gids = [store.record_generation(f"k {i}", {"duration_s": 5.0}) for i in range(300)]
+    gids = [store.record_generation(f"k {i}", {"duration_s": 5.0}) for i in range(100)]
     store.close()
     with running_app(tmp_path) as (url, db, proc):
         client = Client(url, verbose=False)
         jobs = [client.submit(gid, 3, 3, 3, "before the crash", api_name="/rate") for gid in gids]
-        while sum(job.done() for job in jobs) < 30:
+        while sum(job.done() for job in jobs) < 20:
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)          # writes are still in flight
         proc.wait()
@@ -196,7 +196,7 @@ def test_server_killed_mid_rating_keeps_a_consistent_database(tmp_path):
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         stored = {g for (g,) in conn.execute("SELECT generation_id FROM ratings")}
-    assert len(acknowledged) >= 30
+    assert len(acknowledged) >= 20
     assert acknowledged <= stored                  # every rating the client saw confirmed is on disk
     reopened = SurveyStore(f"sqlite:///{db}")       # and the app can start on it again
     assert reopened.summary()["ratings"] == len(stored)

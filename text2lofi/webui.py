@@ -19,6 +19,7 @@ from typing import Any, Callable
 import gradio as gr
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 import text2lofi
 from text2lofi.conditions import DURATION_RANGE, TEMPO_RANGE, TEXTURES, TONICS, Conditions
@@ -75,8 +76,9 @@ def _describe(c: Conditions) -> str:
     return " · ".join(parts)
 
 
-def piano_roll(midi, path: Path) -> Path:
-    """PNG picture of a PrettyMIDI: piano notes as bars (pitch over seconds), drum hits as dots below."""
+def piano_roll(midi, duration_s: float, path: Path) -> Path:
+    """PNG picture of a PrettyMIDI over the track's 0..duration_s: piano notes as bars (pitch over seconds),
+    drum hits as dots below."""
     fig = Figure(figsize=(10, 4), dpi=90)
     ax_piano, ax_drums = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     for inst in midi.instruments:
@@ -88,6 +90,7 @@ def piano_roll(midi, path: Path) -> Path:
     ax_piano.set_ylabel("piano pitch")
     ax_drums.set_ylabel("drum")
     ax_drums.set_xlabel("seconds")
+    ax_drums.set_xlim(0, duration_s)        # notes ringing past the end are cut off in the audio too
     fig.tight_layout()
     fig.savefig(path)
     return path
@@ -113,6 +116,7 @@ def survey_plot(summary: dict) -> Figure:
     ax.set_xticks(range(1, 6))
     ax.set_xlabel("score")
     ax.set_ylabel("ratings")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     fig.tight_layout()
     return fig
@@ -152,7 +156,10 @@ class _Studio:
 
     def _render(self, prompt: str, c: Conditions, progress: Callable[[str, float], None], stems: bool):
         """Generate, write the files, record the generation. Returns (track, generation_id, files)."""
-        track = text2lofi.generate(c, progress=progress)
+        try:
+            track = text2lofi.generate(c, progress=progress)
+        except ValueError as exc:        # the pipeline's own "concise error" for bad input: show it
+            raise gr.Error(str(exc)) from exc
         folder = Path(tempfile.mkdtemp(prefix="gen-", dir=self.output_dir))
         files = {"wav": track.save(folder / "track.wav"), "midi": track.save(folder / "track.mid")}
         if stems:
@@ -161,7 +168,7 @@ class _Studio:
             with zipfile.ZipFile(files["stems"], "w") as z:
                 for p in track.save_stems(folder / "stems"):
                     z.write(p, p.name)
-            files["piano_roll"] = piano_roll(track.midi, folder / "piano_roll.png")
+            files["piano_roll"] = piano_roll(track.midi, track.duration_s, folder / "piano_roll.png")
         gid = self.store.record_generation(prompt, track.conditions.to_dict(), seed=track.conditions.seed,
                                            model_versions=track.metadata.get("models", {}), files=files)
         return track, gid, files
