@@ -220,20 +220,17 @@ class RWKV6(nn.Module):
     def step(self, tokens: Tensor, state: RWKVState) -> tuple[Tensor, RWKVState]:
         """tokens (B,) long -> (logits (B, V), next state). Inference only (no autograd); `state` is not modified."""
         rw = self._recurrent_weights()
+        new = RWKVState(torch.empty_like(state.shift), torch.empty_like(state.wkv))
         x = rw.emb[tokens]                                              # (B, C), ln0 already applied
-        shifts, wkvs = [], []
         for i, lw in enumerate(rw.layers):
-            x, xa, xf, s = lw.step(x, state.shift[i, 0], state.shift[i, 1], state.wkv[i])
-            shifts.append(torch.stack([xa, xf]))
-            wkvs.append(s)
+            x = lw.step(x, state.shift[i], state.wkv[i], new.shift[i], new.wkv[i])
         logits = F.linear(F.layer_norm(x, x.shape[-1:], rw.ln_out_w, rw.ln_out_b, LN_EPS), rw.head)
-        return logits, RWKVState(torch.stack(shifts).to(state.shift.dtype), torch.stack(wkvs))
+        return logits, new
 
     def _recurrent_weights(self) -> "_RecurrentWeights":
-        # Rebuilt whenever any parameter changed (optimizer step, load_state_dict, .to(device)).
-        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
-        if self._recurrent is None or self._recurrent.key != key:
-            self._recurrent = _RecurrentWeights(self, key)
+        # Rebuilt whenever a parameter changed in place or moved (optimizer step, load_state_dict, .to(device)).
+        if self._recurrent is None or self._recurrent.key != self._recurrent.current_key():
+            self._recurrent = _RecurrentWeights(self)
         return self._recurrent
 
 
@@ -259,12 +256,13 @@ class _LayerStep:
         self.ffn_maa_k, self.ffn_maa_r = f.time_maa_k.view(-1), f.time_maa_r.view(-1)
         self.ffn_key, self.ffn_rec, self.ffn_value = f.key.weight, f.receptance.weight, f.value.weight
 
-    def step(self, x: Tensor, prev_att: Tensor, prev_ffn: Tensor, S: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """x (B, C); prev_* (B, C); S (B, H, N, N) fp32 -> (x, ln1(x), ln2(x'), S')."""
+    def step(self, x: Tensor, shift: Tensor, S: Tensor, shift_out: Tensor, S_out: Tensor) -> Tensor:
+        """x (B, C); shift (2, B, C) previous ln1/ln2 outputs; S (B, H, N, N) fp32. Writes the next shift and
+        WKV state into shift_out and S_out (preallocated, so no per-step stacking) and returns the block's output."""
         B, C = x.shape
         H, N = self.H, self.N
         xa = F.layer_norm(x, (C,), *self.ln1, LN_EPS)
-        xx = prev_att.to(x.dtype) - xa
+        xx = shift[0].to(x.dtype) - xa
         mix = torch.tanh(torch.addcmul(xa, xx, self.maa_x) @ self.maa_w1)                # (B, 5 * D_MIX)
         mix = torch.bmm(mix.view(B, 5, D_MIX).transpose(0, 1), self.maa_w2)               # (5, B, C)
         xm = torch.addcmul(xa, xx, self.maa_5 + mix)                                       # (5, B, C): w k v r g
@@ -273,24 +271,30 @@ class _LayerStep:
         d = torch.exp(-torch.exp(w.float())).view(B, H, N, 1)                              # decay per key, fp32
         kv = k.float().view(B, H, N, 1) * v.float().view(B, H, 1, N)                       # (B, H, N, N)
         y = r.float().view(B, H, 1, N) @ torch.addcmul(S, self.u, kv)                      # (B, H, 1, N)
-        S = torch.addcmul(kv, d, S)
+        torch.addcmul(kv, d, S, out=S_out)
         y = F.group_norm(y.view(B, C), H, *self.ln_x, GN_EPS).to(x.dtype)
         x = x + F.linear(y * F.silu(g), self.w_out)
         xf = F.layer_norm(x, (C,), *self.ln2, LN_EPS)
-        xx = prev_ffn.to(x.dtype) - xf
+        xx = shift[1].to(x.dtype) - xf
         kf = torch.relu(F.linear(torch.addcmul(xf, xx, self.ffn_maa_k), self.ffn_key)).square()
         rf = torch.sigmoid(F.linear(torch.addcmul(xf, xx, self.ffn_maa_r), self.ffn_rec))
-        return x + rf * F.linear(kf, self.ffn_value), xa, xf, S
+        shift_out[0].copy_(xa)
+        shift_out[1].copy_(xf)
+        return x + rf * F.linear(kf, self.ffn_value)
 
 
 class _RecurrentWeights:
     """Detached, rearranged views/copies of the model's weights for `RWKV6.step`."""
 
-    def __init__(self, model: RWKV6, key: tuple):
-        self.key = key
+    def __init__(self, model: RWKV6):
+        self.params = list(model.parameters())   # listing them is the slow part of the staleness check
+        self.key = self.current_key()
         with torch.no_grad():
             ln0 = model.blocks[0].ln0
             self.emb = F.layer_norm(model.emb.weight, (model.config.n_embd,), ln0.weight, ln0.bias, LN_EPS)
             self.layers = [_LayerStep(b) for b in model.blocks]
             self.ln_out_w, self.ln_out_b = model.ln_out.weight.detach(), model.ln_out.bias.detach()
             self.head = model.head.weight.detach()
+
+    def current_key(self) -> tuple:
+        return tuple((p.data_ptr(), p._version) for p in self.params)
