@@ -234,7 +234,7 @@ def test_eval_runs_end_to_end_on_tiny_data(tmp_path):
     assert ev.main(["--quick", "--out", str(out), "--pop909", str(tmp_path / "pop909"), "--gmd",
                     str(tmp_path / "gmd"), "--baselines", str(models), "--systems", "real,convlstm,markov",
                     "--bars", "4", "--n-convlstm", "1", "--n-markov", "2"]) == 0
-    result = json.loads((out / "metrics.json").read_text())
+    result = json.loads((out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     systems = result["systems"]
     assert set(systems) == {"real", "convlstm", "convlstm_no_offset", "markov"}
     for name in systems:                          # the four keys on every system (None = undefined)
@@ -252,3 +252,8 @@ def test_eval_runs_end_to_end_on_tiny_data(tmp_path):
     assert "## Where we are worse" in report and "## Definitions" in report
     assert (out / "metrics.png").stat().st_size > 10_000
     assert len(list((out / "midi").glob("markov_*.mid"))) == 2
+
+
+def test_json_output_is_strict():
+    plain = ev._plain({"a": np.float64("nan"), "b": (np.int64(3), math.inf), "c": [np.float32(0.5)]})
+    assert json.loads(json.dumps(plain, allow_nan=False)) == {"a": None, "b": [3, None], "c": [0.5]}

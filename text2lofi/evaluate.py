@@ -640,18 +640,23 @@ def run(cfg: EvalConfig) -> dict:
     result = {"systems": systems, "spread": spread, "info": info, "original": ORIGINAL, "anchors": ANCHORS,
               "definitions": METRIC_DOCS, "config": asdict(cfg),
               "seconds": round(time.perf_counter() - t_start, 1)}
-    (out / "metrics.json").write_text(json.dumps(result, indent=1, default=_json_default))
-    (out / "per_piece.json").write_text(json.dumps(per_piece, indent=1, default=_json_default))
+    (out / "metrics.json").write_text(json.dumps(_plain(result), indent=1))
+    (out / "per_piece.json").write_text(json.dumps(_plain(per_piece), indent=1))
     write_report(result, out)
     return result
 
 
-def _json_default(x):
+def _plain(x):
+    """JSON-safe copy: numpy scalars -> Python numbers, tuples -> lists, NaN/inf -> null (strict JSON)."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
     if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, tuple):
-        return list(x)
-    raise TypeError(type(x).__name__)
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def _fmt(value, pct: bool = False) -> str:
