@@ -72,3 +72,33 @@ def test_generate_rate_and_see_results_change(page):
     sync_api.expect(table.get_by_role("row", name="clarity 1 5 0 0 0 0 1")).to_be_visible()
     sync_api.expect(table.get_by_role("row", name="match 1 2 0 1 0 0 0")).to_be_visible()
     page.screenshot(path=ARTIFACTS / "3-results.png", full_page=True)
+
+
+def test_chat_refines_the_track_version_by_version(page):
+    page.get_by_role("tab", name="Chat").click()
+    box = page.get_by_label("Say what to change")
+    box.fill("rainy night study beats, 6 seconds")
+    box.press("Enter")
+    chat = page.locator("#chat")
+    sync_api.expect(chat.locator("audio, .waveform-container").first).to_be_attached(timeout=GENERATION_TIMEOUT_MS)
+    first = chat.get_by_text(re.compile(r"\d+ BPM")).last.inner_text()
+    box.fill("slower")
+    box.press("Enter")
+    sync_api.expect(chat.get_by_text(re.compile(r"\d+ BPM"))).to_have_count(2, timeout=GENERATION_TIMEOUT_MS)
+    second = chat.get_by_text(re.compile(r"\d+ BPM")).last.inner_text()
+    page.screenshot(path=ARTIFACTS / "4-chat.png", full_page=True)
+    bpm = [float(re.match(r"(\d+) BPM", s).group(1)) for s in (first, second)]
+    assert bpm[1] < bpm[0]                                   # "slower" made the new version slower
+    assert "6 s" in second                                   # and kept the length
+
+
+def test_listen_forever_streams_until_stopped(page):
+    page.get_by_role("tab", name="Listen forever").click()
+    page.get_by_role("button", name="Start").click()
+    player = page.locator("#listen-audio audio")
+    sync_api.expect(player).to_be_attached(timeout=GENERATION_TIMEOUT_MS)
+    # The browser has received and is playing some of the endless stream.
+    page.wait_for_function("() => document.querySelector('#listen-audio audio').currentTime > 0.5",
+                           timeout=60_000)
+    page.screenshot(path=ARTIFACTS / "5-listen.png", full_page=True)
+    page.get_by_role("button", name="Stop").click()

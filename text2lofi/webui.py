@@ -317,7 +317,7 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
 
             with gr.Tab("Chat", id="chat"):
                 chat_state = gr.State(None)            # Conditions dict of the latest version
-                chatbot = gr.Chatbot(label="Refine your track", height=480)
+                chatbot = gr.Chatbot(label="Refine your track", height=480, elem_id="chat")
                 chat_box = gr.Textbox(label="Say what to change", placeholder="slower, drop the rain, 2 minutes")
                 chat_btn = gr.Button("Send", variant="primary")
 
@@ -326,7 +326,8 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                 with gr.Row():
                     l_start = gr.Button("Start", variant="primary")
                     l_stop = gr.Button("Stop")
-                l_audio = gr.Audio(label="Endless stream", streaming=True, autoplay=True, interactive=False)
+                l_audio = gr.Audio(label="Endless stream", streaming=True, autoplay=True, interactive=False,
+                                   elem_id="listen-audio")
 
             with gr.Tab("Rate", id="rate"):
                 r_heading = gr.Markdown("Generate a track first (Create or Chat), listen, then rate it here.")
