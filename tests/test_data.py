@@ -179,3 +179,18 @@ def test_abc_split_keeps_header_per_tune():
     tunes = data.split_abc("%header\nL:1/8\n" + TUNES)
     assert [x for x, _ in tunes] == ["1", "2", "3"]
     assert all(t.startswith("%header\nL:1/8") for _, t in tunes)
+
+
+def test_music21_oneills_tunes_read_without_midi_export_trap():
+    # O'Neill's 1850 is where music21's MIDI export trips over a shared TimeSignature; we read notes directly.
+    music21 = pytest.importorskip("music21", reason="music21 corpus not installed")
+    from pathlib import Path
+    path = Path(music21.__file__).parent / "corpus" / "oneills1850" / "0001-0050.abc"
+    items = {i.id.split("#")[1]: i for i in data._abc_items(path, "music21", "folk/oneills1850/0001-0050.abc")}
+    assert len(items) == 50
+    reel = data.read_music21(items["2"])
+    assert (reel.style, reel.key_pc, reel.mode) == ("folk", 2, "major") and len(reel.midi.tracks[0].notes) > 40
+    bars = MusicTokenizer.piano().encode_bars(reel.midi)
+    assert 8 <= len(bars) <= 40
+    with pytest.raises(data.Skip, match="meter 6/8"):
+        data.read_music21(items["5"])

@@ -223,7 +223,7 @@ def list_music21(path: str | None = None) -> list[Item]:
     from music21 import corpus
     items = []
     for p in sorted(str(p) for p in corpus.getPaths(fileExtensions=("abc",))):
-        items += _abc_items(Path(p), "music21", "folk/" + Path(p).name)
+        items += _abc_items(Path(p), "music21", f"folk/{Path(p).parent.name}/{Path(p).name}")
     for p in sorted(str(p) for p in corpus.getComposer("bach")):
         if "bwv" in Path(p).name and Path(p).suffix in (".mxl", ".xml", ".musicxml"):
             items.append(Item("bach/" + Path(p).name, "music21", p, ("score", "")))
