@@ -175,10 +175,14 @@ class _Studio:
 
     @staticmethod
     def _progress(bar: gr.Progress) -> Callable[[str, float], None]:
-        # Pipeline stages map onto quarters of the bar; the label names the stage.
+        # Pipeline stages map onto quarters of the bar; the label names the stage. Composing and rendering
+        # run bar by bar, interleaved, so the bar only ever moves forward.
+        done = [0.0]
+
         def report(stage: str, fraction: float) -> None:
             i = STAGES.index(stage) if stage in STAGES else 0
-            bar((i + min(max(fraction, 0.0), 1.0)) / len(STAGES), desc=stage)
+            done[0] = max(done[0], (i + min(max(fraction, 0.0), 1.0)) / len(STAGES))
+            bar(done[0], desc=stage)
         return report
 
     # ---- API --------------------------------------------------------------------------------------
