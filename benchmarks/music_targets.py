@@ -261,8 +261,8 @@ def drum_targets(model, tok, gmd_path, n_per_style, n_bars, seed, sample_dir=Non
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--piano", help="checkpoint folder with model.pth + tokenizer/")
-    ap.add_argument("--drums", help="checkpoint folder with model.pth + tokenizer/")
+    ap.add_argument("--piano", help="checkpoint folder: one .pth + its .json sidecar + tokenizer.json/miditok.json")
+    ap.add_argument("--drums", help="checkpoint folder: one .pth + its .json sidecar + tokenizer.json/miditok.json")
     ap.add_argument("--gmd", help="Groove MIDI Dataset folder (real grooves for the drum ranges)")
     ap.add_argument("--samples", type=int, default=50, help="piano samples (drums: per style, a quarter of it)")
     ap.add_argument("--bars", type=int, default=64)
@@ -276,8 +276,9 @@ def main(argv=None) -> int:
     for kind, folder in (("piano", a.piano), ("drums", a.drums)):
         if not folder:
             continue
-        model = load(Path(folder) / "model.pth").eval()
-        tok = MusicTokenizer.load(Path(folder) / "tokenizer")
+        (weights,) = sorted(Path(folder).glob("*.pth"))   # a checkpoint folder holds exactly one
+        model = load(weights).eval()
+        tok = MusicTokenizer.load(folder)
         samples = Path(folder) if a.write_samples else None
         if kind == "piano":
             res = piano_targets(model, tok, a.samples, a.bars, a.seed, samples)
