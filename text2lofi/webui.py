@@ -248,7 +248,10 @@ class _Studio:
 
     def listen(self, prompt: str):
         """Endless stream: (sample_rate, int16 samples) messages of listen_chunk_s seconds each."""
-        c = self._conditions(prompt, None, lambda *_: None, seed=_random_seed())
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise gr.Error("Type a mood first, e.g. 'rainy night study beats'.")
+        # No length check: a stream is endless whatever length the text mentions.
+        c = text2lofi.interpret(prompt).replace(seed=_random_seed())
         for chunk in text2lofi.stream(c, chunk_s=self.config.listen_chunk_s):    # (n, 2) float32
             yield SAMPLE_RATE, (np.clip(chunk, -1.0, 1.0) * 32767).astype(np.int16)
 
