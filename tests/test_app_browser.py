@@ -53,7 +53,9 @@ def test_generate_rate_and_see_results_change(page):
     player = page.locator("#track-audio")
     # The player shows the track's length once the audio has arrived: exactly the 6 s asked for.
     sync_api.expect(player).to_contain_text("0:06", timeout=GENERATION_TIMEOUT_MS)
-    sync_api.expect(page.get_by_text("rain", exact=False).first).to_be_visible()
+    summary = page.locator("#track-summary")          # what was generated, in words
+    sync_api.expect(summary).to_contain_text("6 s")
+    sync_api.expect(summary).to_contain_text("rain")
     page.screenshot(path=ARTIFACTS / "1-create.png", full_page=True)
 
     page.get_by_role("tab", name="Rate").click()

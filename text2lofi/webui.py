@@ -317,7 +317,7 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                     with gr.Column(scale=4):
                         c_audio = gr.Audio(label="Your track", type="filepath", interactive=False,
                                            elem_id="track-audio")
-                        c_summary = gr.Markdown()
+                        c_summary = gr.Markdown(elem_id="track-summary")
                         c_files = gr.File(label="Downloads: WAV, MP3, MIDI, stems", file_count="multiple")
                         c_roll = gr.Image(label="Piano roll", type="filepath", interactive=False)
                         c_conditions = gr.JSON(label="Conditions used")
