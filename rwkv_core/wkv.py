@@ -81,24 +81,24 @@ def wkv6_chunked(r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor, state: T
     e = c - logd                                 # exclusive: log prod_{s<t}  d_s
     c_last = c[..., -1:, :]                      # log decay over the whole chunk       (B, H, nC, 1, N)
 
-    # Intra-chunk scores A[t, j] = sum_i r_t[i] k_j[i] prod_{j<s<t} d_s[i] for j < t; the exponent e_t - c_j <= 0.
-    strict = torch.ones(L, L, dtype=torch.bool, device=r.device).tril(-1)[:, :, None]     # (L, L, 1): j < t
-    expo = (e[..., :, None, :] - c[..., None, :, :]).masked_fill(~strict, float("-inf"))   # (B, H, nC, L, L, N)
-    A = torch.einsum("bhcti,bhcji,bhctji->bhctj", r_, k_, torch.exp(expo))
+    # Intra-chunk scores, kept transposed: AT[j, t] = sum_i r_t[i] k_j[i] prod_{j<s<t} d_s[i] for j < t, where
+    # the exponent e_t - c_j <= 0. Plain multiply-and-sum: batched tiny matmuls would be far slower on CPU.
+    before = torch.ones(L, L, dtype=torch.bool, device=r.device).triu(1)[:, :, None]    # (j, t, 1): j < t
+    expo = (e[..., None, :, :] - c[..., :, None, :]).masked_fill(~before, float("-inf"))  # (B, H, nC, L_j, L_t, N)
+    AT = (torch.exp(expo) * r_[..., None, :, :] * k_[..., :, None, :]).sum(-1)            # (B, H, nC, L_j, L_t)
     bonus = (r_ * u.to(ct)[None, :, None, None, :] * k_).sum(-1)                      # current-token term (B,H,nC,L)
-    y = A @ v_ + bonus[..., None] * v_                                                   # (B, H, nC, L, N)
+    y = AT.transpose(-1, -2) @ v_ + bonus[..., None] * v_                               # (B, H, nC, L, N)
 
-    # Chunk-to-chunk: what each chunk adds to the state, and how the incoming state is read and decayed.
-    r_in = r_ * torch.exp(e)                                   # reads S through prod_{s<t} d_s
-    kv_chunk = (k_ * torch.exp(c_last - c)).transpose(-1, -2) @ v_   # (B, H, nC, N, N); exponent <= 0
-    d_chunk = torch.exp(c_last).transpose(-1, -2)              # (B, H, nC, N, 1)
+    # Chunk to chunk: the state entering each chunk, read through prod_{s<t} d_s; the loop only carries S.
+    kv_chunk = (k_ * torch.exp(c_last - c)).transpose(-1, -2) @ v_   # what a chunk adds (B, H, nC, N, N); expo <= 0
+    d_chunk = torch.exp(c_last).transpose(-1, -2)                    # decay over a whole chunk (B, H, nC, N, 1)
     S = r_.new_zeros(B, H, N, N) if state is None else state.to(ct)
-    y_state = []
+    entering = []
     # unbind (not indexing) so the backward pass stacks the chunk gradients once instead of scattering each
-    for r_i, d_i, kv_i in zip(r_in.unbind(2), d_chunk.unbind(2), kv_chunk.unbind(2)):
-        y_state.append(r_i @ S)                                # (B, H, L, N)
-        S = d_i * S + kv_i
-    y = y + torch.stack(y_state, dim=2)
+    for d_i, kv_i in zip(d_chunk.unbind(2), kv_chunk.unbind(2)):
+        entering.append(S)
+        S = torch.addcmul(kv_i, d_i, S)
+    y = y + (r_ * torch.exp(e)) @ torch.stack(entering, dim=2)
 
     y = y.permute(0, 2, 3, 1, 4).reshape(B, n_chunks * L, H, N)[:, :T]
     return y.to(out_dtype), S
