@@ -109,17 +109,24 @@ def wkv6(r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor,
     """The one WKV entry point: CUDA kernel on CUDA tensors when it builds, else the chunked form."""
     global _cuda_ok
     if r.is_cuda and _cuda_ok is not False:
-        if _cuda_ok:
-            from rwkv_core.cuda_wkv import wkv6_cuda
-            return wkv6_cuda(r, k, v, w, u, state)
-        try:  # first use: import, build (torch.utils.cpp_extension, cached on disk) and run once
-            from rwkv_core.cuda_wkv import wkv6_cuda
-            result = wkv6_cuda(r, k, v, w, u, state)
-        except Exception as err:  # noqa: BLE001 - any build/load failure means "use the PyTorch form"
+        try:  # importing builds nothing; the first call compiles (torch.utils.cpp_extension, cached on disk)
+            from rwkv_core import cuda_wkv
+        except ImportError as err:
             _cuda_ok = False
-            warnings.warn(f"WKV6 CUDA kernel unavailable ({type(err).__name__}: {err}); "
-                          "using the chunked PyTorch form", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"WKV6 CUDA kernel unavailable ({err}); using the chunked PyTorch form",
+                          RuntimeWarning, stacklevel=2)
         else:
-            _cuda_ok = True
-            return result
+            if r.shape[-1] != cuda_wkv.HEAD_SIZE:   # compiled for one head size; others take the chunked form
+                return wkv6_chunked(r, k, v, w, u, state)
+            if _cuda_ok:
+                return cuda_wkv.wkv6_cuda(r, k, v, w, u, state)
+            try:
+                result = cuda_wkv.wkv6_cuda(r, k, v, w, u, state)
+            except Exception as err:  # noqa: BLE001 - any build/load failure means "use the PyTorch form"
+                _cuda_ok = False
+                warnings.warn(f"WKV6 CUDA kernel unavailable ({type(err).__name__}: {err}); "
+                              "using the chunked PyTorch form", RuntimeWarning, stacklevel=2)
+            else:
+                _cuda_ok = True
+                return result
     return wkv6_chunked(r, k, v, w, u, state)
