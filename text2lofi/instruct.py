@@ -31,7 +31,7 @@ FRESH_KEYS = {"major": ("C", "D", "Eb", "F", "G", "Ab", "Bb"), "minor": ("A", "C
 class Interpreter:
     """Loaded once (module-level singleton via `get_interpreter`): MiniLM, lexicon vectors, speller, LM."""
     bank: PromptBank
-    retriever: Retriever
+    retriever: Retriever | None    # None: no embeddings (the parser-only ablation)
     speller: Speller
     lm: InstructLM | None          # None: retrieval-rule baseline (the ablation without the LM)
 
@@ -62,7 +62,7 @@ class Interpreter:
             base.warnings.extend(warnings)
             return base
         p = parse(text, self.speller)
-        retrieved = self.retriever.retrieve(segments(p))
+        retrieved = self.retriever.retrieve(segments(p)) if self.retriever is not None else []
         is_edit = previous is not None
         target = self.predict(p, retrieved, is_edit)
         c = self._apply(p, retrieved, target, previous, text)

@@ -27,7 +27,7 @@ from text2lofi.textparse import EDGE_WORDS, PARSER_WORDS, Parsed, Speller, parse
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "instruct"
 MAX_WORDS = 40            # LM input words (after spelling repair); the parser still reads the whole text
-TOP_K = 4                 # retrieved lexicon entries given to the LM
+TOP_K = 6                 # retrieved lexicon entries given to the LM
 MIN_SIMILARITY = 0.5      # cosine; below this a lexicon entry is not "meant" by the text
 
 
@@ -199,6 +199,7 @@ class TrainConfig:
     n_head: int = 4
     n_positions: int = 96
     min_word_count: int = 2      # rarer input words become <unk> (so the LM learns to lean on retrieval)
+    word_dropout: float = 0.2    # training inputs only: descriptive words hidden as <unk>, see example_inputs
     steps: int = 1200
     batch_size: int = 64
     lr: float = 3e-3
@@ -206,6 +207,7 @@ class TrainConfig:
     threads: int = 1
     seed: int = 0
     out: str = str(CHECKPOINT_DIR)
+    inputs_cache: str = ""       # optional JSON file keeping the (slow to embed) LM inputs between runs
 
 
 class InstructLM:
@@ -272,11 +274,22 @@ def build_tokenizer(train_inputs: list[list[str]], bank: PromptBank, min_count: 
     return tok
 
 
-def example_inputs(examples: list[Example], speller: Speller, retriever: Retriever) -> list[list[str]]:
+def example_inputs(examples: list[Example], speller: Speller, retriever: Retriever, word_dropout: float = 0.0,
+                   seed: int = 0) -> list[list[str]]:
+    """LM inputs for examples. word_dropout hides descriptive words (never the parser's structural words such as
+    'no', 'slower', 'drums') as <unk>, as words never seen in training will be: the LM then has to read the
+    retrieved lexicon entries for their meaning."""
+    rng = random.Random(seed)
     out = []
-    for ex in examples:
+    for k, ex in enumerate(examples):
         p = parse(ex.text, speller)
-        out.append(lm_input_words(p, retriever.retrieve(segments(p)), ex.is_edit))
+        words = lm_input_words(p, retriever.retrieve(segments(p)), ex.is_edit)
+        if word_dropout:
+            words = [w if w in PARSER_WORDS or w.startswith(("<", "L_")) or rng.random() >= word_dropout else "<unk>"
+                     for w in words]
+        out.append(words)
+        if k % 2000 == 0:
+            print(f"inputs {k}/{len(examples)}", flush=True)
     return out
 
 
@@ -308,7 +321,16 @@ def train(cfg: TrainConfig) -> dict:
     examples = generate_examples(cfg.n_fresh, cfg.n_edit, seed=cfg.data_seed)
     n_val = int(len(examples) * cfg.val_fraction)
     val, tr = examples[:n_val], examples[n_val:]
-    tr_in, val_in = example_inputs(tr, speller, retriever), example_inputs(val, speller, retriever)
+    cache_key = [cfg.n_fresh, cfg.n_edit, cfg.val_fraction, cfg.data_seed, cfg.word_dropout, cfg.seed,
+                 lexicon_hash(bank), TOP_K, MIN_SIMILARITY]
+    cache = Path(cfg.inputs_cache) if cfg.inputs_cache else None
+    if cache is not None and cache.exists() and json.loads(cache.read_text())["key"] == cache_key:
+        tr_in, val_in = json.loads(cache.read_text())["inputs"]
+    else:
+        tr_in = example_inputs(tr, speller, retriever, cfg.word_dropout, cfg.seed)
+        val_in = example_inputs(val, speller, retriever)
+        if cache is not None:
+            cache.write_text(json.dumps({"key": cache_key, "inputs": [tr_in, val_in]}))
     t_data = time.time() - t0
     tokenizer = build_tokenizer(tr_in, bank, cfg.min_word_count)
     vocab = tokenizer.get_vocab()
@@ -320,7 +342,7 @@ def train(cfg: TrainConfig) -> dict:
     seqs = []
     for words, ex in zip(tr_in, tr):
         src, tgt = lm.encode(words), lm.encode(ex.target.tokens())
-        seqs.append((src + tgt)[:cfg.n_positions], len(src))
+        seqs.append(((src + tgt)[:cfg.n_positions], len(src)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = random.Random(cfg.seed)
     model.train()

@@ -300,9 +300,14 @@ def _parse_duration(words: list[str], p: Parsed) -> None:
             continue
         num = read_number(words, i)
         if num is None:
-            i += 1
-            continue
+            if w in ("hour", "minute") and i > 0 and words[i - 1] in ("next", "whole", "full", "entire", "solid"):
+                num = (1.0, i)                                     # "for the next hour", "a full hour"
+            else:
+                i += 1
+                continue
         value, j = num
+        while j < n and words[j] in ("full", "whole", "solid", "straight", "entire", "good"):
+            j += 1                                                 # "two full hours"
         # "hour long", "a minute": the number may be followed by a unit directly
         if j < n and words[j] in UNITS and not _preceded_by(words, i, "per") and not (
                 words[i] in ("a", "an") and (i > 0 and words[i - 1] in ("beats", "per", "bpm"))):
@@ -454,7 +459,7 @@ def _parse_parts_and_textures(words: list[str], p: Parsed) -> None:
         if targets:
             for t in targets:
                 (off if negated[i] or post else on).append(t)
-        elif w in DRUM_WORDS:
+        elif w in DRUM_WORDS or (w == "beats" and negated[i]):        # "no beats": drums off; "lofi beats": music
             if negated[i] or post or (i + 1 < n and words[i + 1] == "less"):
                 p.drums = False
             elif w != "beat" or _preceded_by(words, i, "add", "a") or _preceded_by(words, i, "with", "a") \
@@ -470,7 +475,8 @@ def _parse_parts_and_textures(words: list[str], p: Parsed) -> None:
             p.drums = False
         nxt = words[i + 1] if i + 1 < n else ""
         prv = words[i - 1] if i > 0 else ""
-        if w in ("piano", "keys") and (nxt == "only" or prv in ("only", "just", "solo") or nxt == "solo"):
+        if w in ("piano", "keys") and (nxt == "only" or prv in ("only", "just", "solo") or nxt == "solo"
+                                       or words[max(0, i - 2):i] == ["just", "the"]):
             p.drums, p.piano = False, True
         if w in ("drums", "drum", "percussion", "beat", "beats") and (nxt == "only" or prv in ("only", "just")
                                                                      or (w == "drum" and nxt == "solo")):
@@ -486,7 +492,8 @@ def _mark_negation_scope(words: list[str], i: int, negated: list[bool], p: Parse
     skipped, last = 0, i
     while i < n:
         w = words[i]
-        if w in TEXTURE_WORDS or w in DRUM_WORDS or w == "piano" or (i + 1 < n and (w, words[i + 1]) in TEXTURE_BIGRAMS):
+        if w in TEXTURE_WORDS or w in DRUM_WORDS or w in ("piano", "beats") \
+                or (i + 1 < n and (w, words[i + 1]) in TEXTURE_BIGRAMS):
             negated[i] = True
             skipped, last = 0, i + 1
         elif w in ALL_TEXTURE_WORDS and w != "sounds" and not (i + 1 < n and words[i + 1] in TEXTURE_WORDS):
