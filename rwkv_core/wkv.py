@@ -11,8 +11,8 @@ in the compute dtype: fp32 for fp32/bf16/fp16 inputs.
 
 - `wkv6_reference`: a plain per-step loop (the ground truth in tests).
 - `wkv6_chunked`: chunks of L steps; inside a chunk the pairwise decays come from cumulative log-decays so every
-  exponent is <= 0 (no overflow, no division by a tiny decay); chunks are linked by the state. Autograd gives the
-  backward pass. CPU training and the GPU fallback.
+  exponent is <= 0 (no overflow, no division by a tiny decay); chunks are linked by the state. The pairwise part
+  has a hand-written backward, the rest is autograd. CPU training and the GPU fallback.
 - `wkv6`: the dispatch point: our CUDA kernel (`rwkv_core.cuda_wkv.wkv6_cuda`, built lazily on first use) for CUDA
   tensors, the chunked form otherwise or when the kernel cannot be built.
 """
@@ -22,6 +22,7 @@ import warnings
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 # None: not tried yet; True: the CUDA kernel built and ran once; False: it failed, use the chunked form.
 _cuda_ok: bool | None = None
@@ -59,6 +60,37 @@ def wkv6_reference(r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor,
     return y.to(out_dtype), S
 
 
+def _pair_decays(e: Tensor, c: Tensor) -> Tensor:
+    """P[j, t, i] = prod_{j<s<t} d_s[i] = exp(e_t[i] - c_j[i]) for j < t, else 0: (..., L, N) -> (..., L, L, N).
+    Every exponent is <= 0 (the masked ones are set to -inf before exp), so nothing overflows."""
+    L = e.shape[-2]
+    before = torch.ones(L, L, dtype=torch.bool, device=e.device).triu(1)[:, :, None]     # (j, t, 1): j < t
+    return (e.unsqueeze(-3) - c.unsqueeze(-2)).masked_fill_(~before, float("-inf")).exp_()
+
+
+class _IntraChunkScores(torch.autograd.Function):
+    """AT[j, t] = sum_i r_t[i] k_j[i] P[j, t, i], with the gradients of r, k, e and c written out by hand:
+    the (L, L, N) pair tensor is recomputed in backward instead of kept, and built in place, which makes the
+    chunked form both faster and lighter than letting autograd record each step (a few such tensors per layer)."""
+
+    @staticmethod
+    def forward(ctx, r: Tensor, k: Tensor, e: Tensor, c: Tensor) -> Tensor:
+        ctx.save_for_backward(r, k, e, c)
+        return _pair_decays(e, c).mul_(r.unsqueeze(-3)).mul_(k.unsqueeze(-2)).sum(-1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_at: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        r, k, e, c = ctx.saved_tensors
+        g = _pair_decays(e, c).mul_(d_at.unsqueeze(-1))      # dAT[j, t] * P[j, t, i]
+        gk = g * k.unsqueeze(-2)
+        d_r = gk.sum(-3)                                     # sum over j
+        d_expo = gk.mul_(r.unsqueeze(-3))                    # d AT / d (e_t - c_j)
+        d_e, d_c = d_expo.sum(-3), -d_expo.sum(-2)
+        d_k = g.mul_(r.unsqueeze(-3)).sum(-2)                # sum over t
+        return d_r, d_k, d_e, d_c
+
+
 def wkv6_chunked(r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor, state: Tensor | None = None,
                  chunk_size: int = 16) -> tuple[Tensor, Tensor]:
     """Chunked parallel form; any T (the tail is padded with steps that neither write nor decay)."""
@@ -81,11 +113,7 @@ def wkv6_chunked(r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor, state: T
     e = c - logd                                 # exclusive: log prod_{s<t}  d_s
     c_last = c[..., -1:, :]                      # log decay over the whole chunk       (B, H, nC, 1, N)
 
-    # Intra-chunk scores, kept transposed: AT[j, t] = sum_i r_t[i] k_j[i] prod_{j<s<t} d_s[i] for j < t, where
-    # the exponent e_t - c_j <= 0. Plain multiply-and-sum: batched tiny matmuls would be far slower on CPU.
-    before = torch.ones(L, L, dtype=torch.bool, device=r.device).triu(1)[:, :, None]    # (j, t, 1): j < t
-    expo = (e[..., None, :, :] - c[..., :, None, :]).masked_fill(~before, float("-inf"))  # (B, H, nC, L_j, L_t, N)
-    AT = (torch.exp(expo) * r_[..., None, :, :] * k_[..., :, None, :]).sum(-1)            # (B, H, nC, L_j, L_t)
+    AT = _IntraChunkScores.apply(r_, k_, e, c)                                          # (B, H, nC, L_j, L_t)
     bonus = (r_ * u.to(ct)[None, :, None, None, :] * k_).sum(-1)                      # current-token term (B,H,nC,L)
     y = AT.transpose(-1, -2) @ v_ + bonus[..., None] * v_                               # (B, H, nC, L, N)
 
