@@ -45,11 +45,14 @@ def timed_process(code: str, repeats: int) -> float:
 
 
 def latency(interp: Interpreter, texts: list[str], repeats: int) -> float:
+    """Median ms per interpret after warm-up, each prompt as if unseen (segment embeddings not cached)."""
     for t in texts[:5]:
         interp.interpret(t)                                   # warm-up
     times = []
     for _ in range(repeats):
         for t in texts:
+            if interp.retriever is not None:
+                interp.retriever.forget_segments()
             t0 = time.perf_counter()
             interp.interpret(t)
             times.append(time.perf_counter() - t0)

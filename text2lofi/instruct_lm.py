@@ -78,7 +78,7 @@ class Retriever:
     def __init__(self, bank: PromptBank, embedder: SentenceEmbedder, cache: Path | None = None):
         self.bank, self.embedder = bank, embedder
         self.owner = np.array([k for k, e in enumerate(bank.entries) for _ in e.phrases])     # (P,) entry index
-        phrases = [p for e in bank.entries for p in e.phrases]
+        phrases = self._phrases = [p for e in bank.entries for p in e.phrases]
         key = lexicon_hash(bank)
         if cache is not None and cache.exists() and json.loads(cache.with_suffix(".json").read_text())["hash"] == key:
             self.vectors = np.load(cache)
@@ -87,14 +87,19 @@ class Retriever:
             if cache is not None:
                 np.save(cache, self.vectors.astype(np.float32))
                 cache.with_suffix(".json").write_text(json.dumps({"hash": key, "phrases": len(phrases)}))
-        self._seg_cache: dict[str, np.ndarray] = {}
+        # segment -> vector; a segment that is itself a lexicon phrase ("rain", "coffee shop") costs nothing
+        self._seg_cache: dict[str, np.ndarray] = dict(zip(phrases, self.vectors))
+
+    def forget_segments(self) -> None:
+        """Drop the embeddings of past prompts' segments (benchmarks measure unseen prompts this way)."""
+        self._seg_cache = dict(zip(self._phrases, self.vectors))
 
     def embed_segments(self, segs: list[str]) -> np.ndarray:
         todo = [s for s in dict.fromkeys(segs) if s not in self._seg_cache]
         if todo:
             for s, v in zip(todo, self.embedder.encode(todo)):
                 if len(self._seg_cache) > 20000:
-                    self._seg_cache.clear()
+                    self.forget_segments()
                 self._seg_cache[s] = v
         return np.stack([self._seg_cache[s] for s in segs]) if segs else np.zeros((0, 384), np.float32)
 

@@ -97,7 +97,8 @@ def edit_distance(a: str, b: str, limit: int) -> int:
 class Speller:
     """Maps a misspelt word to the nearest domain word; real English words (`known`) are left alone.
 
-    Words of <= 3 letters are never changed (too many near neighbours); up to 1 edit for 4-7 letters, 2 above.
+    Words of <= 3 letters are never changed (too many near neighbours), 4 letters only by a swap; up to 1 edit
+    for 5-7 letters, 2 above.
     """
 
     def __init__(self, domain: set[str], known: set[str] = frozenset()):
@@ -112,6 +113,10 @@ class Speller:
         if len(word) <= 3 or word in self.known or not word.isalpha():
             return word
         limit = 1 if len(word) <= 7 else 2
+        if len(word) == 4:     # 4 letters: only a swap ("rian"); one substitution is too often another word ("pane")
+            swaps = {word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(3)}
+            hits = sorted(swaps & self.domain)
+            return hits[0] if hits else word
         best, best_d = word, limit + 1
         for n in range(len(word) - limit, len(word) + limit + 1):
             for cand in self._by_len.get(n, ()):
