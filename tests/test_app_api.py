@@ -38,7 +38,7 @@ def running_app(folder: Path, *extra: str):
     Yields (url, db_path, process)."""
     port, db = _free_port(), folder / "survey.sqlite3"
     env = dict(os.environ, TEXT2LOFI_DB_URL=f"sqlite:///{db}", TEXT2LOFI_ADMIN_PASSWORD=ADMIN_PASSWORD,
-               GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1")
+               GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
     log = open(folder / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "app.py", "--output-dir", str(folder / "out"), *extra],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
