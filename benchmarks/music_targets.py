@@ -54,8 +54,8 @@ class UniformModel(torch.nn.Module):
         return torch.zeros(tokens.shape[0], self.vocab), None
 
 
-def generate(model, tok: MusicTokenizer, prompts: list[list[int]], n_bars: int, chords=None, scales=None,
-             temperature=1.0, top_p=0.95, seed=0) -> list[list[int]]:
+def generate(model, tok: MusicTokenizer, prompts: list[list[int]], n_bars: int, sampling: SamplingConfig,
+             chords=None, scales=None, seed=0) -> list[list[int]]:
     """Batch generation of n_bars per stream. chords[b]: token ids forced after each Bar (cycled); scales[b]: the
     pitch classes Pitch tokens are masked to (None: unmasked). Returns each stream's tokens from its first Bar."""
     B, V = len(prompts), tok.vocab_size
@@ -66,7 +66,7 @@ def generate(model, tok: MusicTokenizer, prompts: list[list[int]], n_bars: int, 
             for i in tok.ids_of_type("Pitch"):
                 allowed[b, i] = tok.pitch_of(i) % 12 in pcs
     g = torch.Generator().manual_seed(seed)
-    stream = TokenStream(model, torch.tensor(prompts), SamplingConfig(temperature, 0, top_p), generator=g)
+    stream = TokenStream(model, torch.tensor(prompts), sampling, generator=g)
     out = [[p[-2], p[-1]] if tok.kind == "piano" else [p[-1]] for p in prompts]
     bars = [1] * B
     prev = torch.tensor([p[-1] for p in prompts])
@@ -127,7 +127,7 @@ def key_recovered(bars, key_pc, mode) -> bool:
     return est in ((key_pc, mode), relative)
 
 
-def piano_targets(model, tok, n_samples, n_bars, seed, sample_dir=None) -> dict:
+def piano_targets(model, tok, n_samples, n_bars, sampling, seed, sample_dir=None) -> dict:
     keys = [(i % 12, "major" if (i // 12) % 2 == 0 else "minor") for i in range(n_samples)]
     prompts, chords, chord_pcs, scales = [], [], [], []
     for k, mode in keys:
@@ -141,7 +141,7 @@ def piano_targets(model, tok, n_samples, n_bars, seed, sample_dir=None) -> dict:
     for name, m in (("model", model), ("uniform_baseline", UniformModel(tok.vocab_size))):
         for masked in (False, True):
             t0 = time.perf_counter()
-            seqs = generate(m, tok, prompts, n_bars, chords, scales if masked else None, seed=seed)
+            seqs = generate(m, tok, prompts, n_bars, sampling, chords, scales if masked else None, seed=seed)
             secs = time.perf_counter() - t0
             decoded = [tok.decode_bars(s)[:n_bars] for s in seqs]
             shares = [scale_share(d, chord_pcs[i], scales[i]) for i, d in enumerate(decoded)]
@@ -217,12 +217,12 @@ def roundtrip_error_ms(gmd_path: str, tok: MusicTokenizer, n_files: int = 120) -
             "max_ms": float(e.max())}
 
 
-def drum_targets(model, tok, gmd_path, n_per_style, n_bars, seed, sample_dir=None) -> dict:
+def drum_targets(model, tok, gmd_path, n_per_style, n_bars, sampling, seed, sample_dir=None) -> dict:
     real = real_grooves(gmd_path, tok)
     result = {}
     for si, (style, bpm) in enumerate(DRUM_STYLES):
         prompts = [tok.condition_prefix(0, "major", bpm, style) + [tok.bar_id]] * n_per_style
-        seqs = generate(model, tok, prompts, n_bars, seed=seed + si)
+        seqs = generate(model, tok, prompts, n_bars, sampling, seed=seed + si)
         decoded = [tok.decode_bars(s)[:n_bars] for s in seqs]
         dens = [hits_per_bar(d) for d in decoded]
         real_dens = [hits_per_bar(b) for b, _ in real[style]]
@@ -239,9 +239,11 @@ def drum_targets(model, tok, gmd_path, n_per_style, n_bars, seed, sample_dir=Non
         downbeat = [np.mean([any(n.onset < 0.125 for n in b) for b in d]) for d in decoded]
         reps = [repetition(d) for d in decoded]
         mean = {g: float(np.mean([x[g] for x in dens])) for g in KIT_GROUPS}
+        real_median = {g: float(np.median([r[g] for r in real_dens])) for g in KIT_GROUPS}
         result[style] = {
             "bpm": bpm, "samples": len(decoded), "bars_generated_mean": float(np.mean([len(d) for d in decoded])),
             "hits_per_bar_mean": mean, "real_hits_per_bar_p5_p95": ranges,
+            "real_hits_per_bar_median": real_median,
             "density_in_real_range": {g: ranges[g][0] <= mean[g] <= ranges[g][1] for g in KIT_GROUPS},
             "samples_density_in_range": float(np.mean([all(ranges[g][0] <= x[g] <= ranges[g][1]
                                                             for g in KIT_GROUPS) for x in dens])),
@@ -251,6 +253,9 @@ def drum_targets(model, tok, gmd_path, n_per_style, n_bars, seed, sample_dir=Non
             "real_abs_offset_from_16th_ms_p95": float(np.percentile(np.abs(real_off), 95)),
             "drift_first_vs_last_16_bars_ms_median": float(np.median(np.abs(drift))) if drift else None,
             "bars_with_downbeat_hit": float(np.mean(downbeat)),
+            "real_bars_with_downbeat_hit": float(np.mean([np.mean([any(n.onset < 0.125 for n in b) for b in bars])
+                                                          for bars, _ in real[style]])),
+            "real_distinct_bar_ratio_mean": float(np.mean([repetition(bars)["distinct"] for bars, _ in real[style]])),
             "distinct_bar_ratio_mean": float(np.mean([r["distinct"] for r in reps])),
             "max_identical_run_median": float(np.median([r["max_run"] for r in reps])),
             "collapsed_share": float(np.mean([r["collapsed"] for r in reps])), "real_grooves": len(real[style])}
@@ -268,10 +273,13 @@ def main(argv=None) -> int:
     ap.add_argument("--bars", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--temperature", type=float, default=0.95, help="default: what compose uses")
+    ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--write-samples", action="store_true", help="write sample MIDIs into the checkpoint folders")
     ap.add_argument("--json-out", help="write targets.json into this folder per model (default: checkpoint folder)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    sampling = SamplingConfig(a.temperature, 0, a.top_p)
     report = {}
     for kind, folder in (("piano", a.piano), ("drums", a.drums)):
         if not folder:
@@ -281,7 +289,7 @@ def main(argv=None) -> int:
         tok = MusicTokenizer.load(folder)
         samples = Path(folder) if a.write_samples else None
         if kind == "piano":
-            res = piano_targets(model, tok, a.samples, a.bars, a.seed, samples)
+            res = piano_targets(model, tok, a.samples, a.bars, sampling, a.seed, samples)
             for k in ("model", "model_scale_masked"):
                 base = res[k.replace("model", "uniform_baseline")]
                 print(f"piano {k}: scale/chord share {res[k]['scale_or_chord_share_mean']:.3f} "
@@ -289,7 +297,7 @@ def main(argv=None) -> int:
                       f"key recovered {res[k]['key_recovered']:.2f} (uniform {base['key_recovered']:.2f}), "
                       f"distinct bars {res[k]['distinct_bar_ratio_mean']:.2f}, collapsed {res[k]['collapsed_share']:.2f}")
         else:
-            res = drum_targets(model, tok, a.gmd, max(a.samples // 4, 2), a.bars, a.seed, samples)
+            res = drum_targets(model, tok, a.gmd, max(a.samples // 4, 2), a.bars, sampling, a.seed, samples)
             res["roundtrip_timing_error"] = roundtrip_error_ms(a.gmd, tok)
             for style, r in res.items():
                 if style != "roundtrip_timing_error":
@@ -302,6 +310,7 @@ def main(argv=None) -> int:
         report[kind] = res
         out = Path(a.json_out or folder)
         out.mkdir(parents=True, exist_ok=True)
+        res["sampling"] = {"temperature": a.temperature, "top_p": a.top_p, "bars": a.bars, "seed": a.seed}
         (out / "targets.json").write_text(json.dumps(res, indent=1))
     return 0
 
