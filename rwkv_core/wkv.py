@@ -18,12 +18,14 @@ in the compute dtype: fp32 for fp32/bf16/fp16 inputs.
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+SUB_BLOCK = 4   # steps per block inside a chunk (see _IntraChunkScores)
 # None: not tried yet; True: the CUDA kernel built and ran once; False: it failed, use the chunked form.
 _cuda_ok: bool | None = None
 
@@ -52,10 +54,11 @@ def wkv6_reference(r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor,
     decay = torch.exp(-torch.exp(w.to(ct)))                           # (B, T, H, N)
     S = r.new_zeros(B, H, N, N) if state is None else state.to(ct)
     ys = []
-    for t in range(T):
-        kv = k[:, t, :, :, None] * v[:, t, :, None, :]               # (B, H, N, N)
-        ys.append(torch.einsum("bhi,bhij->bhj", r[:, t], S + u[None, :, :, None] * kv))
-        S = decay[:, t, :, :, None] * S + kv
+    # unbind over time (not r[:, t]): indexing would make backward scatter into a full-size zero tensor per step
+    for r_t, k_t, v_t, d_t in zip(r.unbind(1), k.unbind(1), v.unbind(1), decay.unbind(1)):
+        kv = k_t[..., :, None] * v_t[..., None, :]                    # (B, H, N, N)
+        ys.append(torch.einsum("bhi,bhij->bhj", r_t, S + u[None, :, :, None] * kv))
+        S = d_t[..., :, None] * S + kv
     y = torch.stack(ys, dim=1) if ys else r.new_zeros(B, 0, H, N)
     return y.to(out_dtype), S
 
@@ -69,26 +72,64 @@ def _pair_decays(e: Tensor, c: Tensor) -> Tensor:
 
 
 class _IntraChunkScores(torch.autograd.Function):
-    """AT[j, t] = sum_i r_t[i] k_j[i] P[j, t, i], with the gradients of r, k, e and c written out by hand:
-    the (L, L, N) pair tensor is recomputed in backward instead of kept, and built in place, which makes the
-    chunked form both faster and lighter than letting autograd record each step (a few such tensors per layer)."""
+    """AT[j, t] = sum_i r_t[i] k_j[i] prod_{j<s<t} d_s[i] (j < t) for one chunk of L steps, forward and backward
+    written out by hand (autograd would keep several large temporaries per call).
+
+    The chunk is split into n blocks of `sub` steps. Pairs inside a block use the (sub, sub, N) pair decays directly.
+    A pair across blocks (j in block b, t in a later block) factors through the end m_b of block b:
+        prod_{j<s<t} d_s = exp(c_m - c_j) * exp(e_t - c_m),   both exponents <= 0,
+    so those scores are n small matmuls Kt[b] @ Rt[b]^T, and the elementwise work drops from L*L*N to
+    L*L*N/sub + L*sub*N per chunk."""
 
     @staticmethod
-    def forward(ctx, r: Tensor, k: Tensor, e: Tensor, c: Tensor) -> Tensor:
-        ctx.save_for_backward(r, k, e, c)
-        return _pair_decays(e, c).mul_(r.unsqueeze(-3)).mul_(k.unsqueeze(-2)).sum(-1)
+    def forward(ctx, r: Tensor, k: Tensor, e: Tensor, c: Tensor, sub: int) -> Tensor:
+        *batch, L, N = r.shape
+        n = L // sub
+        r4, k4, e4, c4 = (x.reshape(*batch, n, sub, N) for x in (r, k, e, c))
+        D = _pair_decays(e4, c4)                                            # (..., n, sub_j, sub_t, N)
+        at_in = (D * r4.unsqueeze(-3)).mul_(k4.unsqueeze(-2)).sum(-1)        # (..., n, sub_j, sub_t)
+        m = c4[..., -1:, :]                                                  # (..., n, 1, N) log decay to block end
+        EK = torch.exp(m - c4)                                               # (..., n, sub, N)
+        later = torch.arange(L, device=r.device) // sub > torch.arange(n, device=r.device)[:, None]   # (n, L)
+        ER = (e.unsqueeze(-3) - m).masked_fill_(~later[..., None], float("-inf")).exp_()           # (..., n, L, N)
+        at = (k4 * EK) @ (ER * r.unsqueeze(-3)).transpose(-1, -2)            # (..., n, sub_j, L_t)
+        at = at.reshape(*batch, L, L)
+        at.view(*batch, n, sub, n, sub).diagonal(0, -4, -2).add_(at_in.movedim(-3, -1))
+        ctx.save_for_backward(r, k, D, EK, ER)
+        ctx.sub = sub
+        return at
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, d_at: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        r, k, e, c = ctx.saved_tensors
-        g = _pair_decays(e, c).mul_(d_at.unsqueeze(-1))      # dAT[j, t] * P[j, t, i]
-        gk = g * k.unsqueeze(-2)
-        d_r = gk.sum(-3)                                     # sum over j
-        d_expo = gk.mul_(r.unsqueeze(-3))                    # d AT / d (e_t - c_j)
-        d_e, d_c = d_expo.sum(-3), -d_expo.sum(-2)
-        d_k = g.mul_(r.unsqueeze(-3)).sum(-2)                # sum over t
-        return d_r, d_k, d_e, d_c
+    def backward(ctx, d_at: Tensor) -> tuple[Tensor | None, ...]:
+        r, k, D, EK, ER = ctx.saved_tensors
+        sub = ctx.sub
+        *batch, L, N = r.shape
+        n = L // sub
+        r4, k4 = r.reshape(*batch, n, sub, N), k.reshape(*batch, n, sub, N)
+        d_at = d_at.contiguous()
+        # across blocks: at[b] = Kt[b] @ Rt[b]^T with Kt = k * EK, Rt = r * ER
+        d_off = d_at.view(*batch, n, sub, L)
+        Kt, Rt = k4 * EK, ER * r.unsqueeze(-3)
+        d_kt = d_off @ Rt                                                    # (..., n, sub, N)
+        d_rt = d_off.transpose(-1, -2) @ Kt                                  # (..., n, L, N)
+        d_k4 = d_kt * EK
+        g_k = d_kt.mul_(Kt)                                                  # d / d(c_m - c_j)
+        d_r = (d_rt * ER).sum(-3)
+        g_r = d_rt.mul_(Rt)                                                  # d / d(e_t - c_m)
+        d_e = g_r.sum(-3)
+        d_c4 = -g_k
+        d_c4[..., -1:, :] += g_k.sum(-2, keepdim=True) - g_r.sum(-2, keepdim=True)   # through m_b
+        # inside blocks
+        d_in = d_at.view(*batch, n, sub, n, sub).diagonal(0, -4, -2).movedim(-1, -3)   # (..., n, sub_j, sub_t)
+        g = D * d_in.unsqueeze(-1)
+        gk = g * k4.unsqueeze(-2)
+        d_r = d_r + gk.sum(-3).reshape(*batch, L, N)
+        d_expo = gk.mul_(r4.unsqueeze(-3))
+        d_e = d_e + d_expo.sum(-3).reshape(*batch, L, N)
+        d_c4 -= d_expo.sum(-2)
+        d_k4 += g.mul_(r4.unsqueeze(-3)).sum(-2)
+        return d_r, d_k4.reshape(*batch, L, N), d_e, d_c4.reshape(*batch, L, N), None
 
 
 def wkv6_chunked(r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor, state: Tensor | None = None,
@@ -113,7 +154,7 @@ def wkv6_chunked(r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor, state: T
     e = c - logd                                 # exclusive: log prod_{s<t}  d_s
     c_last = c[..., -1:, :]                      # log decay over the whole chunk       (B, H, nC, 1, N)
 
-    AT = _IntraChunkScores.apply(r_, k_, e, c)                                          # (B, H, nC, L_j, L_t)
+    AT = _IntraChunkScores.apply(r_, k_, e, c, math.gcd(L, SUB_BLOCK))                                       # (B, H, nC, L_j, L_t)
     bonus = (r_ * u.to(ct)[None, :, None, None, :] * k_).sum(-1)                      # current-token term (B,H,nC,L)
     y = AT.transpose(-1, -2) @ v_ + bonus[..., None] * v_                               # (B, H, nC, L, N)
 
