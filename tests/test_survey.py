@@ -212,3 +212,12 @@ def test_sigkill_mid_write_loop_leaves_consistent_database_with_every_committed_
     reopened.rate(gid, "after-restart", 5, 5, 5)
     assert reopened.summary()["ratings"] == len(raters) + 1
     reopened.close()
+
+
+def test_default_database_is_sqlite_under_the_user_data_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("TEXT2LOFI_DB_URL", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))     # platformdirs' user_data_dir on Linux
+    store = SurveyStore()
+    store.record_generation("lofi", CONDITIONS)
+    store.close()
+    assert (tmp_path / "data" / "text2lofi" / "survey.sqlite3").exists()
