@@ -214,6 +214,7 @@ def test_sigkill_mid_write_loop_leaves_consistent_database_with_every_committed_
     reopened.close()
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="XDG_DATA_HOME picks the data folder on Linux only")
 def test_default_database_is_sqlite_under_the_user_data_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("TEXT2LOFI_DB_URL", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))     # platformdirs' user_data_dir on Linux
