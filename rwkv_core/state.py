@@ -37,14 +37,3 @@ class RWKVState:
     def cat(states: Sequence["RWKVState"]) -> "RWKVState":
         """Concatenate states along the batch: independent streams become one batch."""
         return RWKVState(torch.cat([s.shift for s in states], dim=2), torch.cat([s.wkv for s in states], dim=1))
-
-    def repeat(self, n: int) -> "RWKVState":
-        """Each stream repeated n times in a row (B -> B * n), e.g. one prompt fanned out to n samples."""
-        return RWKVState(self.shift.repeat_interleave(n, dim=2), self.wkv.repeat_interleave(n, dim=1))
-
-    def detach(self) -> "RWKVState":
-        """Cut the autograd graph (truncated backprop through time across training segments)."""
-        return RWKVState(self.shift.detach(), self.wkv.detach())
-
-    def to(self, device: torch.device | str) -> "RWKVState":
-        return RWKVState(self.shift.to(device), self.wkv.to(device))
