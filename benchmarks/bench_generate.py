@@ -52,6 +52,8 @@ def one_run(seed: int):
 
 def long_run(seconds: float) -> None:
     """Child process: generate a long track straight to a FLAC file; print peak RSS."""
+    import torch
+    torch.set_num_threads(1)
     from text2lofi.pipeline import generate_to_files
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
@@ -72,7 +74,7 @@ def main(argv=None) -> None:
         return
 
     import torch
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)   # as the CLI and the app run generation
     one_run(seed=0)                                   # warm-up: loads models, soundfont, embeddings
     totals, stages, tracks = [], defaultdict(list), []
     for i in range(args.runs):
@@ -83,7 +85,7 @@ def main(argv=None) -> None:
             stages[k].append(v)
     dur = len(tracks[0]) / 44100
     med = statistics.median(totals)
-    print(f"# {PROMPT!r}: {dur:.3f} s of audio, {args.runs} runs after warm-up, 2 threads")
+    print(f"# {PROMPT!r}: {dur:.3f} s of audio, {args.runs} runs after warm-up, 1 torch thread")
     print(f"| stage | median s |\n|---|---|")
     for k, v in stages.items():
         print(f"| {k} | {statistics.median(v):.2f} |")

@@ -252,15 +252,18 @@ class Composer:
 
 
 def bars_to_midi(bars: list[ComposedBar], c: Conditions, piano_program: int = 0,
-                 sample_rate: int = 44100) -> pretty_midi.PrettyMIDI:
-    """Both parts on one tempo map: a single tempo event, note times from the shared grid."""
+                 sample_rate: int = 44100, n_samples: int | None = None) -> pretty_midi.PrettyMIDI:
+    """Both parts on one tempo map: a single tempo event, note times from the shared grid.
+    With n_samples, notes are cut where the audio ends (the last bar is trimmed to the exact length)."""
+    end = n_samples if n_samples is not None else (bars[-1].end_sample if bars else 0)
     pm = pretty_midi.PrettyMIDI(initial_tempo=c.tempo_bpm)
     piano = pretty_midi.Instrument(program=piano_program, name="piano")
     drums = pretty_midi.Instrument(program=0, is_drum=True, name="drums")
     for b in bars:
         for inst, events in ((piano, b.piano), (drums, b.drums)):
             inst.notes.extend(pretty_midi.Note(velocity=e.velocity, pitch=e.pitch, start=e.start_sample / sample_rate,
-                                               end=e.end_sample / sample_rate) for e in events)
+                                               end=min(e.end_sample, end) / sample_rate)
+                              for e in events if e.start_sample < end)
     pm.instruments = [i for i, on in ((piano, c.piano), (drums, c.drums)) if on]
     return pm
 
@@ -268,5 +271,7 @@ def bars_to_midi(bars: list[ComposedBar], c: Conditions, piano_program: int = 0,
 def compose_midi(c: Conditions, n_bars: int | None = None) -> pretty_midi.PrettyMIDI:
     """Convenience for evaluation: the MIDI of a whole track (bars to cover c.duration_s unless n_bars given)."""
     composer = Composer(c)
-    n = n_bars or composer.grid.bars_for(int(round(c.duration_s * composer.grid.sample_rate)))
-    return bars_to_midi(list(composer.bars(n)), c)
+    n_samples = int(round(c.duration_s * composer.grid.sample_rate))
+    if n_bars:
+        return bars_to_midi(list(composer.bars(n_bars)), c)
+    return bars_to_midi(list(composer.bars(composer.grid.bars_for(n_samples))), c, n_samples=n_samples)

@@ -29,7 +29,7 @@ from text2lofi.textures import TextureBed
 
 IN_MEMORY_MAX_S = 20 * 60     # up to 20 min the whole track is held (~210 MB) and mastered in two passes
 MIDI_MAX_S = 2 * 3600         # longer tracks keep no MIDI in memory (12 h would be ~10^6 note objects)
-MEASURE_S = 30.0              # seconds of audio measured for stem gains (and the streaming master's gain)
+MEASURE_S = 16.0              # seconds of SOUNDING audio per stem measured for its gain (then fixed)
 FADE_OUT_S = 4.0              # the ending fades over the last seconds (the final bar is a held tonic chord)
 FADE_IN_S = 0.01              # no click at t = 0
 STAGES = ("interpreting", "composing", "rendering", "mastering")
@@ -110,8 +110,10 @@ def synth_pool(sample_rate: int) -> SynthPool:
 
 
 class _Mixer:
-    """Bars -> stem chunks -> balanced mix -> lo-fi chain + textures. Gains are measured once, then fixed.
-    Holds pooled synthesizers until close()."""
+    """Bars -> stem chunks -> balanced mix -> lo-fi chain + textures. Holds pooled synthesizers until close().
+
+    Each stem's gain is measured once, on its first MEASURE_S seconds from the bar where it starts to sound
+    (drums that enter after a piano intro are measured where they play), then kept constant: no pumping."""
 
     def __init__(self, c: Conditions, sample_rate: int):
         self.c, self.sr = c, sample_rate
@@ -124,21 +126,35 @@ class _Mixer:
             self.synths["drums"] = self._held.enter_context(pool.acquire("drums", 0))
         self.chain = LofiChain(c.lofi_amount, sample_rate=sample_rate, seed=c.seed)
         self.bed = TextureBed(c.textures, sample_rate=sample_rate, seed=c.seed) if c.textures else None
-        self.gains: dict[str, float] | None = None
+        self.gains: dict[str, float] = {}
+        self._measuring: dict[str, list[np.ndarray]] = {}      # stem -> sounding audio not yet measured
         self._chain_skip = self.chain.latency   # wow/flutter delays the music; trimmed so audio matches the MIDI
 
     def stems(self, bar: ComposedBar, n: int) -> dict[str, np.ndarray]:
         return {name: synth.render(bar.piano if name == "piano" else bar.drums, n)
                 for name, synth in self.synths.items()}
 
-    def set_gains(self, stems: dict[str, np.ndarray]) -> None:
-        self.gains = balance_gains(stems, self.sr)
+    def observe(self, stems: dict[str, np.ndarray], last: bool) -> None:
+        """Feed rendered stems to the gain measurement; fixes a stem's gain once enough of it has sounded."""
+        for name, audio in stems.items():
+            if name in self.gains:
+                continue
+            buf = self._measuring.setdefault(name, [])
+            if buf or np.abs(audio).max() > 1e-4:
+                buf.append(audio)
+            if buf and (sum(map(len, buf)) >= MEASURE_S * self.sr or last):
+                self.gains[name] = balance_gains({name: np.concatenate(buf)}, self.sr)[name]
+                del self._measuring[name]
+
+    def ready(self) -> bool:
+        """True when every stem that has sounded so far has its gain (silent ones need none yet)."""
+        return not self._measuring
 
     def mix(self, stems: dict[str, np.ndarray], n: int, final: bool = False
             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """n samples of mixed music after the chain, plus textures. `final` flushes the chain's delay line
         so the last chunk is complete; the chain's delay is trimmed from the first chunks."""
-        balanced = {k: v * np.float32(self.gains[k]) for k, v in stems.items()}
+        balanced = {k: v * np.float32(self.gains.get(k, 1.0)) for k, v in stems.items()}   # 1.0: silent so far
         extra = self.chain.latency if final else 0
         music = np.zeros((n + extra, 2), np.float32)
         for v in balanced.values():
@@ -163,7 +179,7 @@ def _bar_chunks(composer: Composer, mixer: _Mixer, n_samples: int | None, progre
                 keep_bars: list[ComposedBar] | None) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """(pre-master mix, balanced stems) per chunk, exactly n_samples in total (or forever if None).
 
-    The first MEASURE_S seconds are held back until the stem gains are measured on them.
+    Bars are held back only while a stem that has started to sound is still being measured.
     """
     n_bars = None if n_samples is None else composer.grid.bars_for(n_samples)
     try:
@@ -173,8 +189,7 @@ def _bar_chunks(composer: Composer, mixer: _Mixer, n_samples: int | None, progre
 
 
 def _mix_bars(composer, mixer, n_samples, n_bars, progress, keep_bars):
-    pending: list[tuple[dict[str, np.ndarray], int]] = []
-    pending_len = 0
+    pending: list[tuple[dict[str, np.ndarray], int]] = []     # bars held back until their gains are known
     emitted = 0
     for bar in composer.bars(n_bars):
         if keep_bars is not None:
@@ -188,21 +203,18 @@ def _mix_bars(composer, mixer, n_samples, n_bars, progress, keep_bars):
         stems = mixer.stems(bar, n)
         if n_bars:
             progress("rendering", (bar.index + 1) / n_bars)
-        if mixer.gains is None:
-            pending.append((stems, n))
-            pending_len += n
-            last = n_samples is not None and end >= n_samples
-            if pending_len < MEASURE_S * mixer.sr and not last:
-                continue
-            joined = {k: np.concatenate([p[0][k] for p in pending]) for k in stems}
-            mixer.set_gains(joined)
-            yield mixer.mix(joined, pending_len, final=last)
-            emitted += pending_len
-            pending = []
-        else:
-            yield mixer.mix(stems, n, final=n_samples is not None and end >= n_samples)
-            emitted += n
-        if n_samples is not None and emitted >= n_samples:
+        last = n_samples is not None and end >= n_samples
+        mixer.observe(stems, last)
+        pending.append((stems, n))
+        if not (mixer.ready() or last):
+            continue
+        total = sum(p[1] for p in pending)
+        joined = pending[0][0] if len(pending) == 1 else \
+            {k: np.concatenate([p[0][k] for p in pending]) for k in stems}
+        pending = []
+        yield mixer.mix(joined, total, final=last)
+        emitted += total
+        if last:
             break
 
 
@@ -281,7 +293,7 @@ def generate(prompt: str | Conditions, seed: int | None = None, progress: Progre
     audio = master_to_lufs(audio, sample_rate).astype(np.float32, copy=False)
     timings["master"] = time.perf_counter() - t2
     progress("mastering", 1.0)
-    midi = bars_to_midi(bars, c, piano_program=piano_program_for(c.mood), sample_rate=sample_rate)
+    midi = bars_to_midi(bars, c, piano_program_for(c.mood), sample_rate, n_samples)
     stems_out = {k: np.concatenate(v)[:n_samples] for k, v in stems.items()}
     return Track(audio, sample_rate, midi, c, stems_out, _metadata(c, composer, prompt, timings))
 
@@ -300,7 +312,7 @@ def _generate_long(c, composer, mixer, n_samples, prompt, progress, timings) -> 
         os.unlink(raw)
         raise
     timings["compose_render_mix_master"] = time.perf_counter() - t1
-    midi = None if bars is None else bars_to_midi(bars, c, piano_program_for(c.mood), mixer.sr)
+    midi = None if bars is None else bars_to_midi(bars, c, piano_program_for(c.mood), mixer.sr, n_samples)
     track = Track(audio, mixer.sr, midi, c, {}, _metadata(c, composer, prompt, timings), raw_path=Path(raw))
     weakref.finalize(track, os.unlink, raw)     # the temporary file lives exactly as long as the Track
     return track
