@@ -26,12 +26,13 @@ def _generate(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("duration_s", args.duration), ("tempo_bpm", args.tempo),
                                    ("key", args.key), ("lofi_amount", args.lofi)) if v is not None}
-    last = {"stage": None}
+    seen: set[str] = set()
 
     def progress(stage: str, fraction: float) -> None:
-        if stage != last["stage"]:
+        # Composing and rendering interleave bar by bar: announce each stage once.
+        if stage not in seen:
             print(f"{stage}...", file=sys.stderr, flush=True)
-            last["stage"] = stage
+            seen.add(stage)
 
     track = generate_to_files(args.prompt, args.output, midi=args.midi, stems=args.stems, seed=args.seed,
                               progress=None if args.quiet else progress, **overrides)
