@@ -125,6 +125,7 @@ def test_empty_bar_rate():
     assert ev.empty_bar_rate(pm) == pytest.approx(0.5)
     held = make_pm([(0, 7.5, 60)])             # one note held through all four bars
     assert ev.empty_bar_rate(held) == 0.0
+    assert ev.empty_bar_rate(make_pm([])) == 1.0       # a silent generation is all empty bars
 
 
 def test_repetition_rate():
@@ -257,3 +258,19 @@ def test_eval_runs_end_to_end_on_tiny_data(tmp_path):
 def test_json_output_is_strict():
     plain = ev._plain({"a": np.float64("nan"), "b": (np.int64(3), math.inf), "c": [np.float32(0.5)]})
     assert json.loads(json.dumps(plain, allow_nan=False)) == {"a": None, "b": [3, None], "c": [0.5]}
+
+
+def test_worse_findings_name_losses_and_skip_silent_systems():
+    result = {"systems": {
+        "real": {"consonance": 0.9, "dissonance": 0.1, "repetition_rate": 0.02, "silent": 0.0},
+        "rwkv": {"consonance": 0.8, "dissonance": 0.2, "repetition_rate": 0.10, "silent": 0.0,
+                 "correct_key": 0.5},
+        "markov": {"consonance": 0.6, "dissonance": 0.4, "repetition_rate": 0.0, "silent": 0.0},
+        "mute": {"consonance": 1.0, "dissonance": 0.0, "repetition_rate": 0.0, "silent": 0.9}}}
+    lines = ev.worse_findings(result)
+    assert "consonance: rwkv 0.800 is below real music 0.900." in lines
+    assert any(ln.startswith("repetition_rate: markov (0.000) is closer to real") for ln in lines)
+    assert any("is below text2midi's published 33.6%" in ln for ln in lines) is False     # 50% beats 33.6%
+    assert not any(ln.startswith("consonance: rwkv") and "mute" in ln for ln in lines)
+    assert any(ln.startswith("(mute is silent in 90%") for ln in lines)
+    assert "dissonance: rwkv 0.200 is worse than the original project's reported 0.13." in lines

@@ -147,6 +147,13 @@ def estimate_key(hist: np.ndarray) -> tuple[int, str] | None:
     return best
 
 
+def key_name(key: tuple[int, str] | None) -> str | None:
+    """(9, "minor") -> "A minor"."""
+    from text2lofi.conditions import PC_NAME
+
+    return None if key is None else f"{PC_NAME[key[0]]} {key[1]}"
+
+
 def key_of(pm: pretty_midi.PrettyMIDI) -> tuple[int, str] | None:
     """Key of the whole piece (duration-weighted pitch classes of the pitched notes)."""
     return estimate_key(pitch_class_histogram(pitched_notes(pm)))
@@ -238,10 +245,13 @@ def groove_consistency(pm: pretty_midi.PrettyMIDI, drums: bool = False) -> float
 
 
 def empty_bar_rate(pm: pretty_midi.PrettyMIDI) -> float:
-    """Share of bars in which no pitched note sounds at all (not even one held from before)."""
+    """Share of bars in which no pitched note sounds at all (not even one held from before); 1.0 for a piece
+    without a single pitched note (a silent generation is all empty bars, not "undefined")."""
     notes = pitched_notes(pm)
+    if len(notes) == 0:
+        return 1.0
     bars = bar_starts(pm)
-    if len(notes) == 0 or len(bars) < 2:
+    if len(bars) < 2:
         return math.nan
     empty = 0
     for t0, t1 in zip(bars[:-1], bars[1:]):
@@ -323,6 +333,7 @@ def symbolic_metrics(pm: pretty_midi.PrettyMIDI) -> dict[str, float]:
         "drum_groove_consistency": groove_consistency(pm, drums=True) if len(drums) else math.nan,
         "empty_bar_rate": empty_bar_rate(pm),
         "repetition_rate": repetition_rate(pm),
+        "silent": float(len(pitched_notes(pm)) == 0),
     }
 
 
@@ -370,6 +381,8 @@ METRIC_DOCS = {
                           "notes (Wu & Yang 2020).",
     "drum_groove_consistency": "Groove consistency of the drum part (real: Groove MIDI Dataset validation beats).",
     "empty_bar_rate": "Share of 4-beat bars in which no pitched note sounds (Dong et al. 2018, MuseGAN 'EB').",
+    "silent": "Share of pieces without a single pitched note (their other metrics are undefined, except "
+              "empty_bar_rate = 1).",
     "repetition_rate": "Share of non-empty bars whose exact content (onset on a 48-step grid, pitch) already "
                        "appeared in an earlier bar; 0 = never repeats, 1 = one loop.",
     "tempo_bin": "TB: the MIDI's tempo falls in the asked tempo's MidiCaps bin (edges 40/60/70/90/110/140/160/210 "
@@ -395,7 +408,7 @@ ANCHORS = {
 }
 SYMBOLIC = ("rhythm_consistency", "consonance", "dissonance", "key_changes", "scale_consistency",
             "pitch_class_entropy", "groove_consistency", "drum_groove_consistency", "empty_bar_rate",
-            "repetition_rate")
+            "repetition_rate", "silent")
 ADHERENCE = ("tempo_bin", "tempo_bin_tolerant", "correct_key", "correct_key_dup", "drums_match", "exact_duration",
              "duration_error_s", "loudness_lufs", "interpret_tempo", "interpret_key")
 # Metrics where a larger value is not simply "better": the report compares these to the real music instead.
@@ -422,7 +435,7 @@ _TEMPLATES = (
     "{mood} lofi beat in {key} {mode} at {bpm} bpm, {dur} seconds{drums}",
     "{dur} seconds of {mood} lo-fi hip hop, {bpm} bpm, key of {key} {mode}{drums}",
     "lofi {mood} study music, {key} {mode}, {bpm} bpm, {dur} seconds long{drums}",
-    "a {mood} lo-fi piano track in {key} {mode}, tempo {bpm} bpm, {dur} seconds{drums}",
+    "a {mood} lo-fi track in {key} {mode}, tempo {bpm} bpm, {dur} seconds{drums}",
 )
 
 
@@ -533,12 +546,13 @@ def _rwkv_rows(cfg: EvalConfig, out_dir: Path) -> tuple[list[dict], dict]:
         t0 = time.perf_counter()
         track = generate(spec.text, seed=cfg.seed + i)
         seconds.append(time.perf_counter() - t0)
-        models = track.metadata.get("models", models)
+        models.update(track.metadata.get("models", {}))
         c = track.conditions
         row = {"id": f"prompt{i}", "prompt": spec.text, **symbolic_metrics(track.midi),
                **adherence(track.midi, track.audio, track.sample_rate, spec),
                "interpret_tempo": float(abs(c.tempo_bpm - spec.tempo_bpm) <= 0.5),
-               "interpret_key": float(c.tonic_pc == PITCH_CLASS[spec.key] and c.mode == spec.mode)}
+               "interpret_key": float(c.tonic_pc == PITCH_CLASS[spec.key] and c.mode == spec.mode),
+               "key_found": key_name(key_of(track.midi)), "drums_found": bool(len(drum_notes(track.midi)))}
         rows.append(row)
         track.midi.write(str(midi_dir / f"rwkv_{i:03d}.mid"))
     return rows, {"pieces": len(rows), "models": models, "seconds_per_track_median": float(np.median(seconds)),
@@ -552,7 +566,10 @@ def _convlstm_rows(cfg: EvalConfig, offset: bool, out_dir: Path) -> tuple[list[d
     model = bl.load_convlstm(path)
     info = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else {}
     rng = np.random.default_rng(cfg.seed)
-    seeds = bl.seed_windows(bl.pop909_rolls(cfg.pop909, "val", limit=cfg.n_convlstm), cfg.n_convlstm, rng)
+    rolls = bl.pop909_rolls(cfg.pop909, "val", limit=cfg.n_convlstm)
+    x, y = bl.roll_windows(rolls)               # next-step prediction error on these pieces, vs predicting silence
+    mse, mse_silence = bl.evaluate_convlstm(model, x, y), float(y.mean())
+    seeds = bl.seed_windows(rolls, cfg.n_convlstm, rng)
     rows, raw_max, active = [], [], []
     for i, window in enumerate(seeds):
         roll, stats = bl.generate_convlstm(model, window, cfg.bars * 16, offset=offset)
@@ -562,8 +579,8 @@ def _convlstm_rows(cfg: EvalConfig, offset: bool, out_dir: Path) -> tuple[list[d
         rows.append({"id": f"seed{i}", **symbolic_metrics(pm)})
         pm.write(str(out_dir / "midi" / f"convlstm_{'offset' if offset else 'plain'}_{i:03d}.mid"))
     return rows, {"pieces": len(rows), "offset": offset, "epochs_run": info.get("epochs_run"),
-                  "train_windows": info.get("train_windows"), "best_val_mse": info.get("best_val_mse"),
-                  "val_mse_of_silence": info.get("val_mse_of_silence"),
+                  "train_windows": info.get("train_windows"), "val_windows": int(len(y)), "val_mse": mse,
+                  "val_mse_of_silence": mse_silence,
                   "raw_output_max": float(max(raw_max)) if raw_max else None,
                   "share_of_roll_cells_on": float(np.mean(active)) if active else None,
                   "source": f"ConvLSTM port seeded with 9-step windows of POP909 val pieces, {cfg.bars * 16} steps"}
@@ -667,7 +684,7 @@ def _fmt(value, pct: bool = False) -> str:
 
 HIGHER_IS_BETTER = ("consonance", "tempo_bin", "tempo_bin_tolerant", "correct_key", "correct_key_dup", "drums_match",
                     "exact_duration")
-LOWER_IS_BETTER = ("dissonance", "empty_bar_rate", "duration_error_s")
+LOWER_IS_BETTER = ("dissonance", "empty_bar_rate", "duration_error_s", "silent")
 
 
 def worse_findings(result: dict, ours: str = "rwkv") -> list[str]:
@@ -676,11 +693,15 @@ def worse_findings(result: dict, ours: str = "rwkv") -> list[str]:
     systems, lines = result["systems"], []
     mine = systems.get(ours, {})
     real = systems.get("real", {})
+    # A mostly silent system's metrics describe its few sounding pieces only: not a fair comparison.
+    mute = {n for n, v in systems.items() if (v.get("silent") or 0.0) > 0.5}
+    lines += [f"({n} is silent in {100 * systems[n]['silent']:.0f}% of its pieces; its metrics are not compared.)"
+              for n in sorted(mute)]
     for metric, value in mine.items():
         if value is None:
             continue
         for other, vals in systems.items():
-            if other in (ours, "real") or vals.get(metric) is None:
+            if other in (ours, "real") or other in mute or vals.get(metric) is None:
                 continue
             theirs = vals[metric]
             if metric in HIGHER_IS_BETTER and theirs > value:
@@ -715,7 +736,9 @@ def _plot(result: dict, out: Path) -> list[str]:
     systems, spread = result["systems"], result["spread"]
     names = list(systems)
     files = []
-    fig, axes = plt.subplots(2, 5, figsize=(18, 7))
+    fig, axes = plt.subplots(2, 6, figsize=(21, 7))
+    for ax in axes.ravel()[len(SYMBOLIC):]:
+        ax.axis("off")
     for ax, metric in zip(axes.ravel(), SYMBOLIC):
         xs = [n for n in names if systems[n].get(metric) is not None]
         ax.bar(range(len(xs)), [systems[n][metric] for n in xs],
@@ -807,6 +830,16 @@ def write_report(result: dict, out: Path) -> None:
     for n in names:
         meta = {k: v for k, v in info[n].items() if k != "source"}
         md.append(f"- **{n}** — {info[n].get('source', '')}. " + ", ".join(f"{k}: {v}" for k, v in meta.items()))
+    if "convlstm" in info:
+        a, b = info["convlstm"], info.get("convlstm_no_offset", {})
+        md += ["", "`convlstm` is the original's generation with its growing offset (a pitch sounds when "
+                   "p + 0.65 x 1.001^t >= 1, so from step 431 on every pitch sounds); `convlstm_no_offset` rounds "
+                   f"at 0.5. Largest raw output seen: {_fmt(a.get('raw_output_max'))}; share of piano-roll cells "
+                   f"on: {_fmt(a.get('share_of_roll_cells_on'))} with the offset, "
+                   f"{_fmt(b.get('share_of_roll_cells_on'))} without. Training: {a.get('epochs_run')} epochs over "
+                   f"{a.get('train_windows')} windows. Next-step MSE on the {a.get('val_windows')} windows of the "
+                   f"seed pieces: {_fmt(a.get('val_mse'))}; predicting silence everywhere: "
+                   f"{_fmt(a.get('val_mse_of_silence'))}."]
     if "rwkv" in info:
         md += ["", "Prompts (seed {}):".format(cfg["seed"]), ""]
         prompts = prompt_set(cfg["n_prompts"], cfg["seed"], cfg["prompt_durations"])
