@@ -292,10 +292,12 @@ def edit_example(bank: PromptBank, rng: random.Random) -> Example:
             parts.append(rng.choice(ed[f"drums_{way}"]))
             target.drums = way
         elif op in ("tex_add", "tex_remove"):
-            e = rng.choice(tex_entries if op == "tex_add" else [x for x in tex_entries if x.kind == "texture"])
-            phrase = rng.choice(e.phrases)
+            pool = tex_entries if op == "tex_add" else [x for x in tex_entries if x.kind == "texture"]
+            picked = rng.sample(pool, 2 if rng.random() < 0.25 else 1)      # "add rain and birds"
+            phrase = " and ".join(rng.choice(e.phrases) for e in picked)
             parts.append(rng.choice(ed["texture_add" if op == "tex_add" else "texture_remove"]).format(t=phrase))
-            (on if op == "tex_add" else off).update(e.textures)
+            for e in picked:
+                (on if op == "tex_add" else off).update(e.textures)
         elif op == "clear":
             parts.append(rng.choice(ed["clear_textures"]))
             clear = True
