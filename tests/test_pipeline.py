@@ -146,3 +146,26 @@ def test_stream_is_exact_and_continuous():
     steps = np.abs(np.diff(audio[:, 0]))
     joins = [steps[i * 2 * SR - 1] for i in range(1, 5)]
     assert max(joins) <= np.percentile(steps, 99.9) + 1e-6
+
+
+def test_ctrl_c_leaves_nothing_behind(tmp_path):
+    import signal
+    out = tmp_path / "long.flac"
+    p = subprocess.Popen([sys.executable, "-m", "text2lofi", "generate", "calm lofi, 10 minutes", "-o", str(out),
+                          "--midi", str(tmp_path / "long.mid")], stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:                 # interrupt once the music is being made
+        if line.startswith("composing"):
+            break
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "interrupted" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_flac_carries_its_metadata_in_tags(track, tmp_path):
+    from mutagen.flac import FLAC
+    path = track.save(tmp_path / "tagged.flac")
+    comment = json.loads(FLAC(path)["COMMENT"][0])
+    assert comment["seed"] == 11 and comment["conditions"]["tempo_bpm"] == 90.0
+    assert set(comment["models"]) == {"piano", "drums"}
