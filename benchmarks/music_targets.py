@@ -163,6 +163,25 @@ def piano_targets(model, tok, n_samples, n_bars, sampling, seed, sample_dir=None
     return result
 
 
+def real_piano_reference(shard_dir: str, tok: MusicTokenizer) -> dict:
+    """The same piano metrics on real validation segments (prepared POP909 shards, ~6 bars each), for scale."""
+    tokens = np.fromfile(Path(shard_dir) / "val.bin", dtype=np.uint16)
+    starts = list(np.load(Path(shard_dir) / "val.idx.npy")) + [len(tokens)]
+    shares, found = [], []
+    for a, b in zip(starts[:-1], starts[1:]):
+        seg = tokens[a:b].tolist()
+        k, mode = PC_NAME.index(tok.id_to_token[seg[1]][4:]), tok.id_to_token[seg[2]][5:]
+        chords = [tok.chord_of(seg[i + 1]) for i, t in enumerate(seg[:-1]) if t == tok.bar_id]
+        if not chords:
+            continue
+        pcs = [set() if c is None else {(c[0] + i) % 12 for i in CHORD_QUALITIES[c[1]]} for c in chords]
+        bars = tok.decode_bars(seg)
+        shares.append(scale_share(bars, pcs, {(k + s) % 12 for s in (MAJOR if mode == "major" else MINOR)}))
+        found.append(key_recovered(bars, k, mode))
+    return {"segments": len(shares), "scale_or_chord_share_mean": float(np.nanmean(shares)),
+            "samples_share_ge_0.9": float(np.mean(np.array(shares) >= 0.9)), "key_recovered": float(np.mean(found))}
+
+
 def hits_per_bar(bars) -> dict[str, float]:
     n = max(len(bars), 1)
     return {g: sum(n_.pitch in pcs for b in bars for n_ in b) / n for g, pcs in KIT_GROUPS.items()}
@@ -269,6 +288,7 @@ def main(argv=None) -> int:
     ap.add_argument("--piano", help="checkpoint folder: one .pth + its .json sidecar + tokenizer.json/miditok.json")
     ap.add_argument("--drums", help="checkpoint folder: one .pth + its .json sidecar + tokenizer.json/miditok.json")
     ap.add_argument("--gmd", help="Groove MIDI Dataset folder (real grooves for the drum ranges)")
+    ap.add_argument("--piano-shards", help="prepared POP909 shards: the piano metrics on real val segments too")
     ap.add_argument("--samples", type=int, default=50, help="piano samples (drums: per style, a quarter of it)")
     ap.add_argument("--bars", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
@@ -290,6 +310,9 @@ def main(argv=None) -> int:
         samples = Path(folder) if a.write_samples else None
         if kind == "piano":
             res = piano_targets(model, tok, a.samples, a.bars, sampling, a.seed, samples)
+            if a.piano_shards:
+                res["real_pop909_val_segments"] = real_piano_reference(a.piano_shards, tok)
+                print("piano reference, real POP909 val segments:", res["real_pop909_val_segments"])
             for k in ("model", "model_scale_masked"):
                 base = res[k.replace("model", "uniform_baseline")]
                 print(f"piano {k}: scale/chord share {res[k]['scale_or_chord_share_mean']:.3f} "
