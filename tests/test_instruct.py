@@ -44,7 +44,8 @@ def test_bpm_digits_and_words(interp, text, bpm):
 
 @pytest.mark.parametrize("text,key,mode", [("C# minor lofi", "C#", "minor"), ("B flat major", "Bb", "major"),
                                            ("F sharp minor", "F#", "minor"), ("in Eb, slow", "Eb", None),
-                                           ("Am chill", "A", "minor"), ("chillhop in A flat major", "Ab", "major")])
+                                           ("Am chill", "A", "minor"), ("chillhop in A flat major", "Ab", "major"),
+                                           ("in Cb", "B", None)])
 def test_keys(interp, text, key, mode):
     c = interp.interpret(text)
     assert PITCH_CLASS[c.key] == PITCH_CLASS[key]

@@ -65,7 +65,7 @@ class Interpreter:
         retrieved = self.retriever.retrieve(segments(p)) if self.retriever is not None else []
         is_edit = previous is not None
         target = self.predict(p, retrieved, is_edit)
-        c = self._apply(p, retrieved, target, previous, text)
+        c = self._apply(p, retrieved, target, previous)
         c.warnings[:0] = warnings
         return c
 
@@ -77,7 +77,7 @@ class Interpreter:
     def _defaults(self, seed: int) -> Conditions:
         return Conditions(tempo_bpm=DEFAULT_TEMPO, energy=DEFAULT_ENERGY, seed=seed)
 
-    def _apply(self, p: Parsed, retrieved, t: Target, previous: Conditions | None, text: str) -> Conditions:
+    def _apply(self, p: Parsed, retrieved, t: Target, previous: Conditions | None) -> Conditions:
         fresh = previous is None
         seed = p.seed if p.seed is not None else (
             zlib.crc32(" ".join(p.words).encode()) & 0x7FFFFFFF if fresh else previous.seed)
@@ -128,13 +128,14 @@ class Interpreter:
         if p.lofi_delta is not None:
             lofi = min(1.0, max(0.0, (base.lofi_amount if not fresh else 0.6) + p.lofi_delta))
 
-        progression = list(base.progression)
-        if fresh or key != base.key or mode != base.mode or mood != base.mood or not progression:
-            progression = seed_progression(self.bank, key, mode, mood, seed)
-        return Conditions(tempo_bpm=round(tempo, 1), key=key, mode=mode,
-                          duration_s=p.duration_s if p.duration_s is not None else base.duration_s,
-                          textures=textures, drums=drums, piano=piano, energy=round(energy, 3), swing=swing,
-                          lofi_amount=round(lofi, 3), mood=mood, progression=progression, seed=seed)
+        c = Conditions(tempo_bpm=round(tempo, 1), key=key, mode=mode,
+                       duration_s=p.duration_s if p.duration_s is not None else base.duration_s,
+                       textures=textures, drums=drums, piano=piano, energy=round(energy, 3), swing=swing,
+                       lofi_amount=round(lofi, 3), mood=mood, progression=list(base.progression), seed=seed)
+        # the progression follows the validated key/mode; an edit that changes none of key, mode, mood keeps it
+        if fresh or c.key != base.key or c.mode != base.mode or c.mood != base.mood or not c.progression:
+            c.progression = seed_progression(self.bank, c.key, c.mode, c.mood, seed)
+        return c
 
 
 def rule_target(entries, bank: PromptBank, is_edit: bool) -> Target:

@@ -26,6 +26,8 @@ TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fourty": 40, "fifty": 50, "six
         "eighty": 80, "ninety": 90}
 VAGUE_NUMBERS = {"couple": 2, "few": 3, "several": 4}
 NOTE_LETTERS = "abcdefg"
+TONIC_NAMES = {"C", "C#", "Db", "D", "D#", "Eb", "E", "F", "F#", "Gb", "G", "G#", "Ab", "A", "A#", "Bb", "B"}
+ENHARMONIC = {"Cb": "B", "Fb": "E", "E#": "F", "B#": "C"}      # spellings Conditions has no name for
 
 # Texture words the parser treats as explicit mentions (canonical names and inflections). Implied textures
 # ("campfire", "cars passing") are left to the instruction LM and the lexicon retrieval.
@@ -387,7 +389,7 @@ def _parse_key(toks: list[Token], p: Parsed) -> None:
         elif len(w) == 2 and w[0] in NOTE_LETTERS and w[1] == "b" and (tok.raw[0].isupper() or _key_context(words, i)):
             letter, acc = w[0].upper(), "b"         # "Eb", "bb"
         elif len(w) == 3 and w[0] in NOTE_LETTERS and w[1:] == "bm" and tok.raw[0].isupper():
-            p.key, p.mode = w[0].upper() + "b", "minor"     # "Ebm"
+            p.key, p.mode = ENHARMONIC.get(w[0].upper() + "b", w[0].upper() + "b"), "minor"     # "Ebm"
             p.spans.append((i, i + 1))
             continue
         elif len(w) == 2 and w[0] in NOTE_LETTERS and w[1] == "m" and tok.raw[0].isupper() and tok.raw[1] == "m":
@@ -417,7 +419,10 @@ def _parse_key(toks: list[Token], p: Parsed) -> None:
                 and i > 0 and words[i - 1] == "in":
             p.mode = mode        # "in a minor key": mode only
             continue
-        p.key = letter + acc
+        key = ENHARMONIC.get(letter + acc, letter + acc)
+        if key not in TONIC_NAMES:
+            continue
+        p.key = key
         if mode:
             p.mode = mode
         p.spans.append((i, j))
