@@ -231,20 +231,20 @@ class InstructLM:
 
     @torch.inference_mode()
     def predict(self, words: list[str]) -> Target:
-        """Greedy decoding under the grammar, one cached step per output token (~10 steps)."""
+        """Greedy decoding under the grammar: one prefill, then one cached step per output token but the last."""
         ids = torch.tensor([self.encode(words)])
         out = self.model(input_ids=ids, use_cache=True)
         past, logits = out.past_key_values, out.logits[0, -1]
         written: list[str] = []
-        while True:
-            allowed = self.grammar.allowed(written)
-            if allowed is None:
-                break
+        allowed = self.grammar.allowed(written)
+        while allowed is not None:
             allowed_t = torch.tensor(allowed)
             nxt = int(allowed_t[logits[allowed_t].argmax()])
             written.append(self.inv[nxt])
-            out = self.model(input_ids=torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
-            past, logits = out.past_key_values, out.logits[0, -1]
+            allowed = self.grammar.allowed(written)
+            if allowed is not None:              # no forward pass after the closing token
+                out = self.model(input_ids=torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
+                past, logits = out.past_key_values, out.logits[0, -1]
         return parse_target(written)
 
     def save(self, directory: Path, meta: dict) -> None:
