@@ -7,7 +7,7 @@ run:
 
 test:
 	scripts/setup.sh --test
-	.venv/bin/python -m pytest -q -m "not slow or slow" tests
+	.venv/bin/python -m pytest -q tests
 
 bench:
 	scripts/setup.sh --test
