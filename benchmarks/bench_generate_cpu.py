@@ -8,7 +8,6 @@ Every run generates --tokens tokens after a short prompt; runs are interleaved; 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from common import config_from_args
 
 
 @dataclass
@@ -30,10 +30,7 @@ class BenchConfig:
 
 
 def parse_args() -> BenchConfig:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, value in vars(BenchConfig()).items():
-        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-    return BenchConfig(**vars(p.parse_args()))
+    return config_from_args(BenchConfig, __doc__.splitlines()[0])
 
 
 def main() -> None:

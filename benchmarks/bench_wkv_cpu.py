@@ -7,13 +7,13 @@ Shape B4 H4 T512 N64 fp32 by default; runs are interleaved; medians of --repeats
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from dataclasses import dataclass
 from functools import partial
 
 import torch
+from common import config_from_args
 
 from rwkv_core.wkv import wkv6_chunked, wkv6_reference
 
@@ -29,10 +29,7 @@ class BenchConfig:
 
 
 def parse_args() -> BenchConfig:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, value in vars(BenchConfig()).items():
-        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-    return BenchConfig(**vars(p.parse_args()))
+    return config_from_args(BenchConfig, __doc__.splitlines()[0])
 
 
 def timed(fn, inputs: list[torch.Tensor], backward: bool) -> float:
