@@ -118,9 +118,9 @@ def test_progression_is_in_the_key(interp):
 
 
 # ---- conversation --------------------------------------------------------------------------------------------------
-def test_edit_slower_and_drop_rain(interp):
-    c = interp.interpret("rainy night study beats in F minor, 4 minutes")
-    c2 = interp.interpret("make it slower and drop the rain", previous=c)
+def test_edit_slower_and_drop_rain():
+    c = interpret("rainy night study beats in F minor, 4 minutes")          # the public API (design doc)
+    c2 = interpret("make it slower and drop the rain", previous=c)
     assert 0.8 * c.tempo_bpm <= c2.tempo_bpm <= 0.92 * c.tempo_bpm
     assert (c2.duration_s, c2.key, c2.mode, c2.drums) == (c.duration_s, c.key, c.mode, c.drums)
     assert "rain" not in c2.textures and "vinyl" in c2.textures and c2.seed == c.seed

@@ -522,7 +522,6 @@ def _mark_negation_scope(words: list[str], i: int, negated: list[bool], p: Parse
 
 
 def _parse_relative(words: list[str], p: Parsed) -> None:
-    n = len(words)
     text = " " + " ".join(words) + " "
     step = 1.0
     if any(w in BIG_STEP for w in words) or " a lot " in text:
