@@ -262,12 +262,16 @@ def test_json_output_is_strict():
 
 def test_worse_findings_name_losses_and_skip_silent_systems():
     result = {"systems": {
-        "real": {"consonance": 0.9, "dissonance": 0.1, "repetition_rate": 0.02, "silent": 0.0},
+        "real": {"consonance": 0.9, "dissonance": 0.1, "repetition_rate": 0.02, "silent": 0.0,
+                 "key_annotation_agreement": 0.8, "drum_groove_consistency": 0.86},
         "rwkv": {"consonance": 0.8, "dissonance": 0.2, "repetition_rate": 0.10, "silent": 0.0,
-                 "correct_key": 0.5},
+                 "correct_key": 0.5, "drum_groove_consistency": 0.77},
         "markov": {"consonance": 0.6, "dissonance": 0.4, "repetition_rate": 0.0, "silent": 0.0},
-        "mute": {"consonance": 1.0, "dissonance": 0.0, "repetition_rate": 0.0, "silent": 0.9}}}
+        "mute": {"consonance": 1.0, "dissonance": 0.0, "repetition_rate": 0.0, "silent": 0.9}},
+        "spread": {"real": {"drum_groove_consistency": {"std": 0.05, "n": 9}}}}
     lines = ev.worse_findings(result)
+    assert any(ln.startswith("drum_groove_consistency: rwkv 0.770 is more than one standard deviation") for ln in lines)
+    assert any(ln.startswith("correct_key: rwkv 50.0% is below what the same key finder achieves") for ln in lines)
     assert "consonance: rwkv 0.800 is below real music 0.900." in lines
     assert any(ln.startswith("repetition_rate: markov (0.000) is closer to real") for ln in lines)
     assert any("is below text2midi's published 33.6%" in ln for ln in lines) is False     # 50% beats 33.6%
