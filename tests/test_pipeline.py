@@ -169,3 +169,23 @@ def test_flac_carries_its_metadata_in_tags(track, tmp_path):
     comment = json.loads(FLAC(path)["COMMENT"][0])
     assert comment["seed"] == 11 and comment["conditions"]["tempo_bpm"] == 90.0
     assert set(comment["models"]) == {"piano", "drums"}
+
+
+def test_long_tracks_stream_to_a_mapped_file_with_exact_length(monkeypatch, tmp_path):
+    """The path tracks over 20 min take (forced here on 12 s): streamed master, memory-mapped audio."""
+    import gc
+
+    import text2lofi.pipeline as pipeline
+    monkeypatch.setattr(pipeline, "IN_MEMORY_MAX_S", 10.0)
+    t = generate(quick(duration_s=12.0))
+    raw = t.raw_path
+    assert isinstance(t.audio, np.memmap) and t.audio.shape == (12 * SR, 2) and raw.exists()
+    lufs = pyloudnorm.Meter(SR).integrated_loudness(np.asarray(t.audio, np.float64))
+    assert -16.0 <= lufs <= -12.0 and 20 * np.log10(np.abs(t.audio).max()) < -1.0
+    from pedalboard.io import AudioFile
+    with AudioFile(str(t.save(tmp_path / "long.wav"))) as f:
+        assert f.frames == 12 * SR
+    assert t.midi is not None and max(n.end for i in t.midi.instruments for n in i.notes) <= 12.0
+    del t
+    gc.collect()
+    assert not raw.exists()          # the temporary file goes with the Track

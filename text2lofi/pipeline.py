@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 import tempfile
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
