@@ -33,7 +33,7 @@ N_PITCHES = 106
 STEPS_PER_BEAT = 4                 # 16th notes
 WINDOW = 9                         # steps of context per prediction
 OFFSET_START, OFFSET_GROWTH = 0.65, 1.001
-BASELINE_BPM = 90.0                # tempo the baselines' output is written at (POP909's median is close to it)
+BASELINE_BPM = 90.0                # tempo the baselines' output is written at (a typical lo-fi/pop tempo)
 
 
 # ---------------------------------------------------------------------------------------------------------------
