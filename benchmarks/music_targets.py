@@ -30,8 +30,13 @@ from text2lofi.conditions import PC_NAME
 from text2lofi.tokenize import CHORD_QUALITIES, DRUM_KIT, GM_TO_KIT, MusicTokenizer
 
 MAJOR, MINOR = (0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 10)
-PROGRESSIONS = {"major": [(0, "maj7"), (9, "min7"), (2, "min7"), (7, "7")],     # Imaj7 vi7 ii7 V7
-                "minor": [(0, "min7"), (5, "min7"), (10, "7"), (3, "maj7")]}    # i7 iv7 bVII7 bIIImaj7
+# Seed progressions per mode, as (interval from the tonic, quality).
+PROGRESSIONS = {
+    "pop": {"major": [(0, "maj"), (7, "maj"), (9, "min"), (5, "maj")],           # I V vi IV
+            "minor": [(0, "min"), (8, "maj"), (3, "maj"), (10, "maj")]},         # i bVI bIII bVII
+    "jazz": {"major": [(0, "maj7"), (9, "min7"), (2, "min7"), (7, "7")],        # Imaj7 vi7 ii7 V7
+             "minor": [(0, "min7"), (5, "min7"), (10, "7"), (3, "maj7")]},      # i7 iv7 bVII7 bIIImaj7
+}
 DRUM_STYLES = (("hiphop", 90.0), ("funk", 100.0), ("rock", 120.0), ("jazz", 130.0))
 KIT_GROUPS = {"kick": {36}, "snare": {38, 37, 39}, "hat": {42, 46}}
 
@@ -127,11 +132,11 @@ def key_recovered(bars, key_pc, mode) -> bool:
     return est in ((key_pc, mode), relative)
 
 
-def piano_targets(model, tok, n_samples, n_bars, sampling, seed, sample_dir=None) -> dict:
+def piano_targets(model, tok, n_samples, n_bars, sampling, seed, progression="pop", sample_dir=None) -> dict:
     keys = [(i % 12, "major" if (i // 12) % 2 == 0 else "minor") for i in range(n_samples)]
     prompts, chords, chord_pcs, scales = [], [], [], []
     for k, mode in keys:
-        prog = [((k + r) % 12, q) for r, q in PROGRESSIONS[mode]]
+        prog = [((k + r) % 12, q) for r, q in PROGRESSIONS[progression][mode]]
         ids = [tok.vocab[f"Chord_{PC_NAME[r]}:{q}"] for r, q in prog]
         chords.append(ids)
         chord_pcs.append([{(r + i) % 12 for i in CHORD_QUALITIES[q]} for r, q in prog])
@@ -158,7 +163,7 @@ def piano_targets(model, tok, n_samples, n_bars, sampling, seed, sample_dir=None
             if sample_dir is not None and name == "model":
                 for i in range(2 if not masked else 1):
                     k, md = keys[i]
-                    tag = f"{'masked' if masked else 'free'}_{PC_NAME[k]}_{md}"
+                    tag = f"{progression}_{'masked' if masked else 'free'}_{PC_NAME[k]}_{md}"
                     tok.to_midi(decoded[i][:16], tempo_bpm=80.0).write(str(Path(sample_dir) / f"sample_{tag}.mid"))
     return result
 
@@ -289,6 +294,7 @@ def main(argv=None) -> int:
     ap.add_argument("--drums", help="checkpoint folder: one .pth + its .json sidecar + tokenizer.json/miditok.json")
     ap.add_argument("--gmd", help="Groove MIDI Dataset folder (real grooves for the drum ranges)")
     ap.add_argument("--piano-shards", help="prepared POP909 shards: the piano metrics on real val segments too")
+    ap.add_argument("--progression", choices=sorted(PROGRESSIONS), default="pop", help="piano seed progression")
     ap.add_argument("--samples", type=int, default=50, help="piano samples (drums: per style, a quarter of it)")
     ap.add_argument("--bars", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
@@ -309,7 +315,7 @@ def main(argv=None) -> int:
         tok = MusicTokenizer.load(folder)
         samples = Path(folder) if a.write_samples else None
         if kind == "piano":
-            res = piano_targets(model, tok, a.samples, a.bars, sampling, a.seed, samples)
+            res = piano_targets(model, tok, a.samples, a.bars, sampling, a.seed, a.progression, samples)
             if a.piano_shards:
                 res["real_pop909_val_segments"] = real_piano_reference(a.piano_shards, tok)
                 print("piano reference, real POP909 val segments:", res["real_pop909_val_segments"])
@@ -334,7 +340,8 @@ def main(argv=None) -> int:
         out = Path(a.json_out or folder)
         out.mkdir(parents=True, exist_ok=True)
         res["sampling"] = {"temperature": a.temperature, "top_p": a.top_p, "bars": a.bars, "seed": a.seed}
-        (out / "targets.json").write_text(json.dumps(res, indent=1))
+        name = f"targets_{a.progression}.json" if kind == "piano" else "targets.json"
+        (out / name).write_text(json.dumps(res, indent=1))
     return 0
 
 
