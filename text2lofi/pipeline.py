@@ -192,18 +192,25 @@ def _bar_chunks(composer: Composer, mixer: _Mixer, n_samples: int | None, progre
 def _mix_bars(composer, mixer, n_samples, n_bars, progress, keep_bars):
     pending: list[tuple[dict[str, np.ndarray], int]] = []     # bars held back until their gains are known
     emitted = 0
-    for bar in composer.bars(n_bars):
+    bars = composer.bars(n_bars)
+    position = 0                      # samples of music composed so far
+    while True:
+        # Stages are reported where their work starts: sampling the next bar, then synth + chain + textures.
+        if n_samples:
+            progress("composing", position / n_samples)
+        bar = next(bars, None)
+        if bar is None:
+            break
         if keep_bars is not None:
             keep_bars.append(bar)
         end = bar.end_sample if n_samples is None else min(bar.end_sample, n_samples)
         n = end - bar.start_sample
         if n <= 0:
             break
-        if n_bars:
-            progress("composing", bar.index / n_bars)
+        position = end
+        if n_samples:
+            progress("rendering", position / n_samples)
         stems = mixer.stems(bar, n)
-        if n_bars:
-            progress("rendering", (bar.index + 1) / n_bars)
         last = n_samples is not None and end >= n_samples
         mixer.observe(stems, last)
         pending.append((stems, n))

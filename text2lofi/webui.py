@@ -23,9 +23,9 @@ from matplotlib.ticker import MaxNLocator
 
 import text2lofi
 from text2lofi.conditions import DURATION_RANGE, TEMPO_RANGE, TEXTURES, TONICS, Conditions
+from text2lofi.pipeline import STAGES
 from text2lofi.survey import MAX_COMMENT_CHARS, QUESTIONS, SurveyStore
 
-STAGES = ("interpreting", "composing", "rendering", "mastering")
 SAMPLE_RATE = 44100           # Hz, what text2lofi.stream() yields
 EXAMPLES = [
     "rainy night study beats, 4 minutes",
