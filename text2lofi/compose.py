@@ -188,7 +188,16 @@ class Composer:
     def _piano_bar(self, chord: str) -> list[Note]:
         allowed = self.c.scale_pcs | frozenset(self._chord_pcs[chord])
         mask = self.piano.masks.pitch_mask(allowed, *PIANO_RANGE)
-        return self.piano.next_bar(chord, mask)
+        return self._with_bass_root(self.piano.next_bar(chord, mask), chord)
+
+    @staticmethod
+    def _with_bass_root(notes: list[Note], chord: str) -> list[Note]:
+        """Lo-fi comping: the chord's root held low under the bar, unless the model already played it there.
+        It anchors the harmony the model was primed with (and so the key a listener hears)."""
+        root = parse_chord(chord)[0]
+        if any(n.pitch < 52 and n.pitch % 12 == root and n.onset < 0.5 for n in notes):
+            return notes
+        return notes + [Note(0.0, 3.9, 36 + root if root >= 4 else 48 + root, 58)]
 
     def _final_chord(self) -> list[Note]:
         """A held tonic chord: root in the bass, chord tones above middle C. The cadence the track ends on."""
