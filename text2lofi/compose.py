@@ -165,7 +165,6 @@ class Composer:
         self.c = c
         self.grid = BarGrid(c.tempo_bpm, sample_rate)
         self.generator = torch.Generator().manual_seed(c.seed)
-        self.rng = np.random.default_rng(c.seed)
         sampling = sampling or SamplingConfig(temperature=0.95, top_k=0, top_p=0.95)
         self.piano = self.drums = None
         if c.piano:

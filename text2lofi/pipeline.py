@@ -7,7 +7,6 @@ longer ones and endless streams use a streaming master whose gain is fixed from 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import threading
@@ -388,7 +387,3 @@ def generate_to_files(prompt: str | Conditions, out: str | os.PathLike, midi: st
     if stems is not None:
         track.save_stems(stems)
     return track
-
-
-def describe(track: Track) -> str:
-    return json.dumps({k: track.metadata[k] for k in ("seed", "models", "conditions")}, indent=2)
