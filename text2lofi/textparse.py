@@ -180,6 +180,18 @@ def _is_number_token(t: str) -> bool:
 
 
 # ---- numbers -------------------------------------------------------------------------------------------------------
+
+def _add_after_hundred(words: list[str], j: int, value: float) -> tuple[float, int]:
+    """After '... hundred' at words[j-1]: add an optional '(and) forty two'. Returns (value, next index)."""
+    n = len(words)
+    if j + 1 < n and words[j] == "and" and (words[j + 1] in SMALL_NUMBERS or words[j + 1] in TENS):
+        j += 1
+    rest = _read_words_below_100(words, j)
+    if rest:
+        value, j = value + rest[0], rest[1]
+    return value, j
+
+
 def read_number(words: list[str], i: int) -> tuple[float, int] | None:
     """Number starting at words[i] -> (value, index after it). Digits, words ("ninety five", "a hundred and ten",
     "two and a half"), "a"/"an" (= 1), "couple"/"few"."""
@@ -192,25 +204,11 @@ def read_number(words: list[str], i: int) -> tuple[float, int] | None:
     if re.fullmatch(r"\d+(?:\.\d+)?", w):
         value, j = float(w), i + 1
     elif w in ("a", "an", "one") and i + 1 < n and words[i + 1] == "hundred":
-        value, j = 100.0, i + 2
-        if j + 1 < n and words[j] == "and" and (words[j + 1] in SMALL_NUMBERS or words[j + 1] in TENS):
-            j += 1
-        rest = _read_words_below_100(words, j)
-        if rest:
-            value += rest[0]
-            j = rest[1]
+        value, j = _add_after_hundred(words, i + 2, 100.0)
     elif w in SMALL_NUMBERS or w in TENS:
-        below = _read_words_below_100(words, i)
-        value, j = below
+        value, j = _read_words_below_100(words, i)
         if j < n and words[j] == "hundred":
-            value *= 100
-            j += 1
-            if j + 1 < n and words[j] == "and" and (words[j + 1] in SMALL_NUMBERS or words[j + 1] in TENS):
-                j += 1
-            rest = _read_words_below_100(words, j)
-            if rest:
-                value += rest[0]
-                j = rest[1]
+            value, j = _add_after_hundred(words, j + 1, value * 100)
     elif w in ("a", "an"):
         value, j = 1.0, i + 1
         if j < n and words[j] in VAGUE_NUMBERS:           # "a couple of", "a few"
