@@ -192,7 +192,9 @@ class Composer:
     @staticmethod
     def _with_bass_root(notes: list[Note], chord: str) -> list[Note]:
         """Lo-fi comping: the chord's root held low under the bar, unless the model already played it there.
-        It anchors the harmony the model was primed with (and so the key a listener hears)."""
+        It anchors the harmony the model was primed with (and so the key a listener hears). Measured on the 40
+        eval prompts (seed 0, same checkpoint): correct key 0.575 -> 0.675, key-or-relative 0.650 -> 0.750, at a
+        cost in consonance 0.866 -> 0.833 (passing tones over the held root); a half-note root gave 0.600 / 0.843."""
         root = parse_chord(chord)[0]
         if any(n.pitch < 52 and n.pitch % 12 == root and n.onset < 0.5 for n in notes):
             return notes
