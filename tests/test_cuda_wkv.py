@@ -137,7 +137,7 @@ extern "C" int emu_backward(bool bf16, int B, int T, int H, const void* r, const
 @pytest.fixture(scope="module")
 def emulated_kernel(tmp_path_factory):
     if shutil.which("g++") is None:
-        pytest.skip("g++ not on PATH")
+        pytest.skip(reason="g++ not on PATH: the CPU emulation of the kernels needs it")
     d = tmp_path_factory.mktemp("wkv6_emu")
     (d / "inc").mkdir()
     for name, text in _EMULATION_HEADERS.items():

@@ -266,6 +266,11 @@ def fresh_example(bank: PromptBank, rng: random.Random) -> Example:
     return Example(text=text, is_edit=False, target=target)
 
 
+# Edit ops with two directions: op -> (ways); edits.json holds phrasings under "<op>_<way>".
+_TWO_WAY_EDITS = {"tempo": ("down", "up"), "energy": ("down", "up"), "mode": ("minor", "major"),
+                  "drums": ("off", "on")}
+
+
 def edit_example(bank: PromptBank, rng: random.Random) -> Example:
     ed = bank.edits
     target = Target()
@@ -275,22 +280,10 @@ def edit_example(bank: PromptBank, rng: random.Random) -> Example:
                       "set_key", "mood"], rng.choices([1, 2, 3], weights=[6, 4, 1])[0])
     tex_entries = [e for e in bank.entries if e.textures]
     for op in ops:
-        if op == "tempo":
-            way = rng.choice(["down", "up"])
-            parts.append(rng.choice(ed[f"tempo_{way}"]))
-            target.tempo = way
-        elif op == "energy":
-            way = rng.choice(["down", "up"])
-            parts.append(rng.choice(ed[f"energy_{way}"]))
-            target.energy = way
-        elif op == "mode":
-            m = rng.choice(["minor", "major"])
-            parts.append(rng.choice(ed[f"mode_{m}"]))
-            target.mode = m
-        elif op == "drums":
-            way = rng.choice(["off", "on"])
-            parts.append(rng.choice(ed[f"drums_{way}"]))
-            target.drums = way
+        if op in _TWO_WAY_EDITS:               # "slower" / "more energy" / "make it sad" / "no drums" ...
+            way = rng.choice(_TWO_WAY_EDITS[op])
+            parts.append(rng.choice(ed[f"{op}_{way}"]))
+            setattr(target, op, way)
         elif op in ("tex_add", "tex_remove"):
             pool = tex_entries if op == "tex_add" else [x for x in tex_entries if x.kind == "texture"]
             picked = rng.sample(pool, 2 if rng.random() < 0.25 else 1)      # "add rain and birds"
