@@ -54,3 +54,10 @@ def test_from_dict_reports_unknown_keys_and_rejects_non_dicts():
 def test_neither_part_keeps_piano():
     c = Conditions(piano=False, drums=False)
     assert c.piano and c.warnings
+
+
+def test_replace_keeps_earlier_warnings_and_adds_its_own():
+    c = Conditions(tempo_bpm=400)                      # clamped: one warning
+    d = c.replace(duration_s=0)                        # clamped again: a second one, the first kept
+    assert d.tempo_bpm == 160.0 and d.duration_s == 5.0 and len(d.warnings) == 2
+    assert c.replace(warnings=[]).warnings == [] and len(c.warnings) == 1

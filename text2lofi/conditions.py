@@ -128,8 +128,9 @@ class Conditions:
         return obj
 
     def replace(self, **changes: Any) -> "Conditions":
-        """A validated copy with some fields changed (warnings start fresh)."""
+        """A validated copy with some fields changed. Earlier warnings are kept (pass warnings=[] to start
+        fresh); clamping the new values appends its own."""
         data = self.to_dict()
         data.update(changes)
-        data["warnings"] = list(changes.get("warnings", []))
+        data["warnings"] = list(changes.get("warnings", self.warnings))
         return Conditions(**data)

@@ -58,7 +58,7 @@ class Interpreter:
             text = text[:MAX_CHARS]
         if not text.strip():
             warnings.append("empty prompt: " + ("kept the previous conditions" if previous else "using defaults"))
-            base = previous.replace() if previous else self._defaults(seed=0)
+            base = previous.replace(warnings=[]) if previous else self._defaults(seed=0)
             base.warnings.extend(warnings)
             return base
         p = parse(text, self.speller)

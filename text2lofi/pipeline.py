@@ -244,7 +244,6 @@ def _fade(audio: np.ndarray, start: int, total: int, sr: int) -> None:
 def _resolve(prompt, seed, overrides, progress) -> Conditions:
     if isinstance(prompt, Conditions):
         c = prompt.replace()
-        c.warnings = list(prompt.warnings)
     elif isinstance(prompt, str):
         progress("interpreting", 0.0)
         from text2lofi.instruct import interpret
@@ -257,9 +256,7 @@ def _resolve(prompt, seed, overrides, progress) -> Conditions:
         unknown = set(overrides) - set(Conditions.__dataclass_fields__) - {"warnings"}
         if unknown:
             raise TypeError(f"unknown condition override(s): {', '.join(sorted(unknown))}")
-        warnings = list(c.warnings)
         c = c.replace(**overrides)
-        c.warnings = warnings + c.warnings
     progress("interpreting", 1.0)
     return c
 

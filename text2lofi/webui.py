@@ -142,9 +142,7 @@ class _Studio:
         if "duration_s" in changes:
             self._check_duration(float(changes["duration_s"]), "duration_s")
         if changes:
-            warnings = list(c.warnings)
             c = c.replace(**changes)
-            c.warnings = warnings + c.warnings
         self._check_duration(c.duration_s, "the prompt's length")
         progress("interpreting", 1.0)
         return c
