@@ -27,6 +27,7 @@ from rwkv_core import load
 from rwkv_core.sampling import SamplingConfig, TokenStream
 from text2lofi import data
 from text2lofi.conditions import PC_NAME
+from text2lofi.keys import estimate_key
 from text2lofi.tokenize import CHORD_QUALITIES, DRUM_KIT, GM_TO_KIT, MusicTokenizer
 
 MAJOR, MINOR = (0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 10)
@@ -127,7 +128,7 @@ def key_recovered(bars, key_pc, mode) -> bool:
     for notes in bars:
         for n in notes:
             w[n.pitch % 12] += n.duration
-    est = data.estimate_key(w)
+    est = estimate_key(w)
     relative = ((key_pc + 9) % 12, "minor") if mode == "major" else ((key_pc + 3) % 12, "major")
     return est in ((key_pc, mode), relative)
 

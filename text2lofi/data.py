@@ -31,6 +31,7 @@ import symusic
 from tqdm import tqdm
 
 from text2lofi.conditions import PITCH_CLASS
+from text2lofi.keys import estimate_key
 from text2lofi.tokenize import STYLES, MusicTokenizer
 
 MAX_FILE_BYTES = 8 << 20     # bigger MIDI/ABC files are not music we want (or are broken)
@@ -65,22 +66,8 @@ class Skip(Exception):
     """A file we do not use, with the reason that goes into the manifest."""
 
 
-# ---- key finding (Krumhansl-Kessler profiles), for sources without a key annotation ----------------------
-_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
-
-def estimate_key(pc_weights: np.ndarray) -> tuple[int, str]:
-    """12 duration-weighted pitch-class weights -> (tonic pc, "major"|"minor") by profile correlation."""
-    best, best_r = (0, "major"), -2.0
-    for mode, profile in (("major", _KK_MAJOR), ("minor", _KK_MINOR)):
-        for tonic in range(12):
-            r = np.corrcoef(pc_weights, np.roll(profile, tonic))[0, 1]
-            if np.isfinite(r) and r > best_r:
-                best, best_r = (tonic, mode), r
-    return best
-
-
+# ---- key finding (text2lofi.keys), for sources without a key annotation -------------------------------------
 def _pc_weights(score: symusic.Score) -> np.ndarray:
     w = np.zeros(12)
     for tr in score.tracks:
@@ -167,7 +154,7 @@ def read_pop909(item: Item, kind: str = "piano") -> Piece:
     if shift:
         score = score.shift_time(round(shift * score.ticks_per_quarter))
     if key_pc is None:
-        key_pc, mode = estimate_key(_pc_weights(score))
+        key_pc, mode = estimate_key(_pc_weights(score)) or (0, "major")
     return Piece(item.id, "pop909", "piano", score, key_pc, mode, chords, "pop", _first_tempo(score))
 
 
@@ -315,7 +302,7 @@ def read_folder(item: Item, kind: str) -> Piece:
         raise Skip("no drum track")
     if kind == "piano" and not any(not t.is_drum and t.notes for t in score.tracks):
         raise Skip("no pitched track")
-    key_pc, mode = estimate_key(_pc_weights(score)) if kind == "piano" else (None, None)
+    key_pc, mode = (estimate_key(_pc_weights(score)) or (0, "major")) if kind == "piano" else (None, None)
     return Piece(item.id, "folder", kind, score, key_pc, mode, [], "other", _first_tempo(score))
 
 

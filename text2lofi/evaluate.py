@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pretty_midi
 
+from text2lofi.keys import estimate_key
+
 # ---------------------------------------------------------------------------------------------------------------
 # Notes and bars
 # ---------------------------------------------------------------------------------------------------------------
@@ -37,9 +39,6 @@ KEY_WINDOW_BARS = 4    # window of the key analysis for key_changes
 GROOVE_POSITIONS = 16  # onset grid per bar for groove consistency (16ths)
 REPEAT_POSITIONS = 48  # grid per bar when comparing bars for repetition (12 per beat: triplets survive)
 
-# Krumhansl & Kessler (1982) key profiles, index 0 = tonic.
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 MAJOR_STEPS = (0, 2, 4, 5, 7, 9, 11)
 
 # MidiCaps tempo bin edges (BPM). Bin i holds EDGES[i-1] <= bpm < EDGES[i]; bin 0 is below 40, bin 8 from 210 up.
@@ -132,19 +131,6 @@ def pitch_class_histogram(notes: np.ndarray, t0: float = -math.inf, t1: float = 
     overlap = np.clip(np.minimum(notes[:, 1], t1) - np.maximum(notes[:, 0], t0), 0.0, None)
     np.add.at(hist, notes[:, 2].astype(int) % 12, overlap)
     return hist
-
-
-def estimate_key(hist: np.ndarray) -> tuple[int, str] | None:
-    """Krumhansl-Schmuckler: (tonic pitch class, "major"|"minor") whose rotated KK profile correlates best."""
-    if hist.sum() <= 0 or np.allclose(hist, hist[0]):
-        return None
-    best, best_r = None, -math.inf
-    for mode, profile in (("major", KK_MAJOR), ("minor", KK_MINOR)):
-        for tonic in range(12):
-            r = np.corrcoef(hist, np.roll(profile, tonic))[0, 1]
-            if r > best_r + 1e-12:
-                best, best_r = (tonic, mode), r
-    return best
 
 
 def key_name(key: tuple[int, str] | None) -> str | None:
