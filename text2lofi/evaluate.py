@@ -297,12 +297,13 @@ def key_match(found: tuple[int, str] | None, tonic_pc: int, mode: str, allow_rel
 
 
 def integrated_lufs(audio: np.ndarray, sample_rate: int) -> float:
-    """BS.1770 integrated loudness (LUFS) of (n,) or (n, channels) float audio; -inf for silence."""
-    import pyloudnorm
+    """BS.1770 integrated loudness (LUFS) of (n,) or (n, channels) float audio; -inf for silence, NaN (undefined,
+    left out of the summary) when shorter than one 0.4 s gating block."""
+    from text2lofi.effects import integrated_loudness
 
-    if len(audio) < int(0.4 * sample_rate):       # shorter than one gating block
+    if len(audio) < int(0.4 * sample_rate):
         return math.nan
-    return float(pyloudnorm.Meter(sample_rate).integrated_loudness(np.asarray(audio, dtype=np.float64)))
+    return integrated_loudness(audio, sample_rate)
 
 
 def symbolic_metrics(pm: pretty_midi.PrettyMIDI) -> dict[str, float]:
