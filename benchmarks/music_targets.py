@@ -1,8 +1,9 @@
 """Measure the shipped piano and drum models against the issue's musical targets.
 
 Piano, primed with key K (+ mode) and a diatonic progression forced after every Bar token: share of sounding
-pitch-time in K's scale or the bar's chord (target >= 0.90), a Krumhansl-Kessler key finder recovering K or its
-relative (target >= 80% of samples), repetition over 64 bars. Baseline in the same run: the same loop with uniform
+pitch-time in K's scale or the bar's chord (target >= 0.90), the project's key finder (text2lofi.keys, Temperley-
+Kostka-Payne profile; every profile in keys.PROFILES is reported too) recovering K or its relative (target >= 80% of
+samples), repetition over 64 bars. Baseline in the same run: the same loop with uniform
 logits (grammar and masks only), so ratios say what the model adds.
 Drums, primed with style + tempo: micro-timing against the 16th grid (vs real GMD grooves of that style), tempo
 drift (mean offset of the first vs the last 16 bars, ms), kick/snare/hat hits per bar vs the real grooves' p5..p95,
@@ -27,7 +28,7 @@ from rwkv_core import load
 from rwkv_core.sampling import SamplingConfig, TokenStream
 from text2lofi import data
 from text2lofi.conditions import PC_NAME
-from text2lofi.keys import estimate_key
+from text2lofi.keys import DEFAULT_PROFILE, PROFILES, estimate_key, key_match
 from text2lofi.tokenize import CHORD_QUALITIES, DRUM_KIT, GM_TO_KIT, MusicTokenizer
 
 MAJOR, MINOR = (0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 10)
@@ -123,14 +124,12 @@ def repetition(bars) -> dict[str, float]:
             "collapsed": float(len(set(half)) <= 1)}
 
 
-def key_recovered(bars, key_pc, mode) -> bool:
+def key_recovered(bars, key_pc, mode, profile: str = DEFAULT_PROFILE) -> bool:
     w = np.zeros(12)
     for notes in bars:
         for n in notes:
             w[n.pitch % 12] += n.duration
-    est = estimate_key(w)
-    relative = ((key_pc + 9) % 12, "minor") if mode == "major" else ((key_pc + 3) % 12, "major")
-    return est in ((key_pc, mode), relative)
+    return key_match(estimate_key(w, profile), key_pc, mode, allow_relative=True)
 
 
 def piano_targets(model, tok, n_samples, n_bars, sampling, seed, progression="pop", sample_dir=None) -> dict:
@@ -155,6 +154,8 @@ def piano_targets(model, tok, n_samples, n_bars, sampling, seed, progression="po
             row = {"scale_or_chord_share_mean": float(np.nanmean(shares)),
                    "samples_share_ge_0.9": float(np.mean([s >= 0.9 for s in shares])),
                    "key_recovered": float(np.mean([key_recovered(d, k, md) for d, (k, md) in zip(decoded, keys)])),
+                   "key_recovered_by_profile": {p: float(np.mean([key_recovered(d, k, md, p) for d, (k, md)
+                                                                  in zip(decoded, keys)])) for p in PROFILES},
                    "distinct_bar_ratio_mean": float(np.mean([r["distinct"] for r in reps])),
                    "max_identical_run_median": float(np.median([r["max_run"] for r in reps])),
                    "collapsed_share": float(np.mean([r["collapsed"] for r in reps])),
@@ -169,23 +170,34 @@ def piano_targets(model, tok, n_samples, n_bars, sampling, seed, progression="po
     return result
 
 
+def shard_segments(shard_dir: str, tok: MusicTokenizer, split: str = "val", limit: int | None = None, seed: int = 0):
+    """Yield (tokens, key pitch class, mode) for the segments of a prepared piano shard (each starts with its
+    condition prefix, so the key is the annotated one); limit: a seeded random subset of that many."""
+    tokens = np.memmap(Path(shard_dir) / f"{split}.bin", dtype=np.uint16, mode="r")
+    starts = list(np.load(Path(shard_dir) / f"{split}.idx.npy")) + [len(tokens)]
+    order = range(len(starts) - 1)
+    if limit is not None and limit < len(order):
+        order = sorted(np.random.default_rng(seed).choice(len(order), limit, replace=False))
+    for i in order:
+        seg = tokens[starts[i]:starts[i + 1]].tolist()
+        yield seg, PC_NAME.index(tok.id_to_token[seg[1]][4:]), tok.id_to_token[seg[2]][5:]
+
+
 def real_piano_reference(shard_dir: str, tok: MusicTokenizer) -> dict:
     """The same piano metrics on real validation segments (prepared POP909 shards, ~6 bars each), for scale."""
-    tokens = np.fromfile(Path(shard_dir) / "val.bin", dtype=np.uint16)
-    starts = list(np.load(Path(shard_dir) / "val.idx.npy")) + [len(tokens)]
     shares, found = [], []
-    for a, b in zip(starts[:-1], starts[1:]):
-        seg = tokens[a:b].tolist()
-        k, mode = PC_NAME.index(tok.id_to_token[seg[1]][4:]), tok.id_to_token[seg[2]][5:]
+    for seg, k, mode in shard_segments(shard_dir, tok):
         chords = [tok.chord_of(seg[i + 1]) for i, t in enumerate(seg[:-1]) if t == tok.bar_id]
         if not chords:
             continue
         pcs = [set() if c is None else {(c[0] + i) % 12 for i in CHORD_QUALITIES[c[1]]} for c in chords]
         bars = tok.decode_bars(seg)
         shares.append(scale_share(bars, pcs, {(k + s) % 12 for s in (MAJOR if mode == "major" else MINOR)}))
-        found.append(key_recovered(bars, k, mode))
+        found.append({p: key_recovered(bars, k, mode, p) for p in PROFILES})
     return {"segments": len(shares), "scale_or_chord_share_mean": float(np.nanmean(shares)),
-            "samples_share_ge_0.9": float(np.mean(np.array(shares) >= 0.9)), "key_recovered": float(np.mean(found))}
+            "samples_share_ge_0.9": float(np.mean(np.array(shares) >= 0.9)),
+            "key_recovered": float(np.mean([f[DEFAULT_PROFILE] for f in found])),
+            "key_recovered_by_profile": {p: float(np.mean([f[p] for f in found])) for p in PROFILES}}
 
 
 def hits_per_bar(bars) -> dict[str, float]:
@@ -324,7 +336,8 @@ def main(argv=None) -> int:
                 base = res[k.replace("model", "uniform_baseline")]
                 print(f"piano {k}: scale/chord share {res[k]['scale_or_chord_share_mean']:.3f} "
                       f"(x{res[k]['scale_or_chord_share_mean'] / base['scale_or_chord_share_mean']:.2f} vs uniform), "
-                      f"key recovered {res[k]['key_recovered']:.2f} (uniform {base['key_recovered']:.2f}), "
+                      f"key recovered {res[k]['key_recovered']:.2f} (uniform {base['key_recovered']:.2f}; "
+                      f"Krumhansl-Kessler profile {res[k]['key_recovered_by_profile']['krumhansl']:.2f}), "
                       f"distinct bars {res[k]['distinct_bar_ratio_mean']:.2f}, collapsed {res[k]['collapsed_share']:.2f}")
         else:
             res = drum_targets(model, tok, a.gmd, max(a.samples // 4, 2), a.bars, sampling, a.seed, samples)

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pretty_midi
 
-from text2lofi.keys import estimate_key
+from text2lofi.keys import estimate_key, key_match
 
 # ---------------------------------------------------------------------------------------------------------------
 # Notes and bars
@@ -282,18 +282,6 @@ def midi_tempo(pm: pretty_midi.PrettyMIDI) -> float:
     end = max(pm.get_end_time(), times[-1] + 1e-9)
     spans = np.diff(np.append(times, end))
     return float(bpms[int(np.argmax(spans))])
-
-
-def key_match(found: tuple[int, str] | None, tonic_pc: int, mode: str, allow_relative: bool) -> bool:
-    """CK (exact tonic and mode) or, with allow_relative, CKD (also the relative major/minor)."""
-    if found is None:
-        return False
-    if found == (tonic_pc % 12, mode):
-        return True
-    if allow_relative:
-        relative = ((tonic_pc + 9) % 12, "minor") if mode == "major" else ((tonic_pc + 3) % 12, "major")
-        return found == relative
-    return False
 
 
 def integrated_lufs(audio: np.ndarray, sample_rate: int) -> float:

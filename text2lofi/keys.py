@@ -1,24 +1,57 @@
-"""Key finding (Krumhansl-Schmuckler), shared by data preparation, the music-target benchmark and evaluation."""
+"""Key finding by profile correlation (Krumhansl-Schmuckler method), shared by data preparation, the
+music-target benchmark and evaluation.
+
+The method correlates a 12-bin pitch-class histogram with each of the 24 rotated key profiles and takes the best.
+Which profile matters more than the method: on POP909 with its annotated keys, the Temperley-Kostka-Payne profile
+recovers the key (or its relative) in 0.852 of 3,000 training segments and 0.833 of the 630 validation segments,
+Krumhansl-Kessler's probe-tone profile in 0.702 / 0.713 (`python benchmarks/key_finders.py`, which picks the profile
+on the training segments and reports validation). So the default is Temperley-Kostka-Payne.
+"""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-# Krumhansl-Kessler probe-tone profiles, tonic first (Krumhansl 1990).
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+# Key profiles, tonic first: (major, minor). Published figures.
+PROFILES: dict[str, tuple[np.ndarray, np.ndarray]] = {
+    # Temperley, "Music and Probability" (2007): pitch-class probabilities in the Kostka-Payne harmony textbook.
+    "temperley": (np.array([0.748, 0.060, 0.488, 0.082, 0.670, 0.460, 0.096, 0.715, 0.104, 0.366, 0.057, 0.400]),
+                  np.array([0.712, 0.084, 0.474, 0.618, 0.049, 0.460, 0.105, 0.747, 0.404, 0.067, 0.133, 0.330])),
+    # Krumhansl & Kessler (1982) probe-tone ratings; the classic Krumhansl-Schmuckler profile.
+    "krumhansl": (np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88]),
+                  np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])),
+    # Aarden (2003): tone frequencies in the Essen folk-song collection.
+    "aarden": (np.array([17.7661, 0.145624, 14.9265, 0.160186, 19.8049, 11.3587, 0.291248, 22.062, 0.145624,
+                         8.15494, 0.232998, 4.95122]),
+               np.array([18.2648, 0.737619, 14.0499, 16.8599, 0.702494, 14.4362, 0.702494, 18.6161, 4.56621,
+                         1.93186, 7.37619, 1.75623])),
+    # Sapp's simple weights: tonic and fifth 2, other scale degrees 1.
+    "simple": (np.array([2, 0, 1, 0, 1, 1, 0, 2, 0, 1, 0, 1], dtype=float),
+               np.array([2, 0, 1, 1, 0, 1, 0, 2, 1, 0, 0.5, 0.5])),
+}
+DEFAULT_PROFILE = "temperley"
 
 
-def estimate_key(hist: np.ndarray) -> tuple[int, str] | None:
+def estimate_key(hist: np.ndarray, profile: str = DEFAULT_PROFILE) -> tuple[int, str] | None:
     """12 pitch-class weights (e.g. duration-weighted) -> (tonic pitch class, "major"|"minor") whose rotated
     profile correlates best; None for silence or a flat histogram (no key to find)."""
     if hist.sum() <= 0 or np.allclose(hist, hist[0]):
         return None
     best, best_r = None, -math.inf
-    for mode, profile in (("major", KK_MAJOR), ("minor", KK_MINOR)):
+    for mode, prof in zip(("major", "minor"), PROFILES[profile]):
         for tonic in range(12):
-            r = np.corrcoef(hist, np.roll(profile, tonic))[0, 1]
+            r = np.corrcoef(hist, np.roll(prof, tonic))[0, 1]
             if r > best_r + 1e-12:
                 best, best_r = (tonic, mode), r
     return best
+
+
+def key_match(found: tuple[int, str] | None, tonic_pc: int, mode: str, allow_relative: bool) -> bool:
+    """Exact tonic and mode (CK) or, with allow_relative, also the relative major/minor (CKD)."""
+    if found is None:
+        return False
+    if found == (tonic_pc % 12, mode):
+        return True
+    relative = ((tonic_pc + 9) % 12, "minor") if mode == "major" else ((tonic_pc + 3) % 12, "major")
+    return allow_relative and found == relative
