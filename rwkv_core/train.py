@@ -22,7 +22,7 @@ import time
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -64,6 +64,8 @@ class TrainConfig:
     init_from: str | None = _opt(None, "start from these weights (a model.pth written by rwkv_core.save)")
     save_dtype: str = _opt("bf16", "dtype of model.pth: bf16 (half the size) or fp32")
     time_budget_s: float | None = _opt(None, "stop cleanly (evaluate, save) after this many seconds")
+    stop_after: int | None = _opt(None, "stop cleanly (evaluate, save) after this step; the LR schedule still "
+                                        "ends at --steps (replays a run that a time budget cut short)")
     device: str = _opt("auto", "auto: cuda if available, else cpu")
 
 
@@ -199,17 +201,24 @@ def evaluate(model: nn.Module, shard: TokenShard, cfg: TrainConfig, d: _Dist, de
     return total.item() / (cfg.eval_batches * d.world)
 
 
-def plot_losses(log_path: Path, png_path: Path) -> None:
-    """Training loss per step (and its running mean) and validation loss, from the JSONL log."""
+def plot_losses(log_paths: Path | Sequence[Path], png_path: Path) -> None:
+    """Training loss per step (and its running mean) and validation loss, from the JSONL log; several logs are
+    stages run one after another (each --init-from the last), drawn end to end with a line at each stage start."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+    train, val, starts, offset = [], [], [], 0
+    for log_path in [log_paths] if isinstance(log_paths, Path) else log_paths:
+        rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+        train += [(offset + r["step"], r["loss"]) for r in rows if "loss" in r]
+        val += [(offset + r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+        starts.append(offset)
+        offset = max([offset] + [s for s, _ in train])
     fig = Figure(figsize=(7, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    for s in starts[1:]:
+        ax.axvline(s, color="grey", ls=":", lw=0.8)
     if train:
         steps, losses = zip(*train)
         ax.plot(steps, losses, color="tab:blue", alpha=0.3, lw=0.8, label="train")
@@ -329,7 +338,8 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
 
-        out_of_time = cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s
+        out_of_time = ((cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s)
+                       or (cfg.stop_after is not None and step >= cfg.stop_after))
         if d.world > 1 and cfg.time_budget_s is not None:  # every process must stop at the same step
             flag = torch.tensor([float(out_of_time)], device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -342,7 +352,8 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
             checkpoint(val)
         if out_of_time:
             if d.main:
-                bar.write(f"time budget of {cfg.time_budget_s:g} s reached at step {step}")
+                bar.write(f"stopped early at step {step} (time budget {cfg.time_budget_s} s, stop after "
+                          f"{cfg.stop_after})")
             break
     bar.close()
     elapsed = time.monotonic() - start

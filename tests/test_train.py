@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from rwkv_core import RWKV6, RWKV6Config, load
-from rwkv_core.train import TrainConfig, lr_at, main, param_groups
+from rwkv_core.train import TrainConfig, lr_at, main, param_groups, plot_losses
 
 VOCAB = 16
 # a tiny model that learns the synthetic task in a dozen steps
@@ -123,6 +123,24 @@ def test_time_budget_stops_cleanly_with_a_saved_model(interrupted_run):
     assert [(r["step"], "val_loss" in r) for r in _rows(interrupted_run)] == [(1, False), (1, True)]
     assert torch.load(interrupted_run / "last.pt", weights_only=True)["step"] == 1
     assert load(interrupted_run / "model.pth").meta["step"] == 1
+
+
+def test_stop_after_replays_a_cut_run_on_the_full_schedule(full_run, shards, tmp_path):
+    """--stop-after 5 of a 12-step schedule: the first 5 steps of the 12-step run (same windows, same LRs), then
+    an evaluation and a saved model, as when a time budget ends a run there."""
+    out = tmp_path / "cut"
+    _run(shards[0], out, "--batch-size", "4", "--steps", "12", "--stop-after", "5")
+    rows = _rows(out)
+    straight = [(r["loss"], r["lr"]) for r in _rows(full_run) if "loss" in r][:5]
+    assert [(r["loss"], r["lr"]) for r in rows if "loss" in r] == straight
+    assert [r["step"] for r in rows if "val_loss" in r] == [5]
+    assert load(out / "model.pth").meta["step"] == 5
+
+
+def test_loss_plot_of_chained_stages(full_run, interrupted_run, tmp_path):
+    png = tmp_path / "stages.png"
+    plot_losses([interrupted_run / "log.jsonl", full_run / "log.jsonl"], png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_resume_continues_at_the_saved_step_and_reproduces_the_uninterrupted_run(full_run, interrupted_run, shards,
