@@ -346,9 +346,9 @@ METRIC_DOCS = {
     "consonance": "Pairs of distinct pitches sounding together, sampled every 50 ms: share whose interval mod 12 is "
                   "in {0, 3, 4, 5, 7, 8, 9} (unison/octave, thirds, fourth, fifth, sixths). As the original project.",
     "dissonance": "Same pairs: share with interval mod 12 in {1, 2, 6, 10, 11} (= 1 - consonance).",
-    "key_changes": "Krumhansl-Schmuckler key (Krumhansl & Kessler 1982 profiles, Pearson correlation, 24 keys) of "
-                   "each 4-bar window (duration-weighted pitch classes); changes between consecutive analysed windows "
-                   "per minute of music.",
+    "key_changes": "Key of each 4-bar window (text2lofi.keys: Pearson correlation of the duration-weighted "
+                   "pitch classes with 24 rotated Temperley-Kostka-Payne profiles, the profile that best matches "
+                   "POP909's key annotations); changes between consecutive analysed windows per minute of music.",
     "scale_consistency": "Largest share of notes inside one major/natural-minor scale (Mogren 2016, C-RNN-GAN).",
     "pitch_class_entropy": "Shannon entropy (bits, max 3.58) of the duration-weighted pitch-class histogram per "
                            "4-bar window, averaged (Wu & Yang 2020, Jazz Transformer).",
@@ -363,7 +363,7 @@ METRIC_DOCS = {
     "tempo_bin": "TB: the MIDI's tempo falls in the asked tempo's MidiCaps bin (edges 40/60/70/90/110/140/160/210 "
                  "BPM; Melechovsky et al. 2024, text2midi).",
     "tempo_bin_tolerant": "TBT: as TB but an adjacent bin also counts.",
-    "correct_key": "CK: Krumhansl-Schmuckler key of the whole piece equals the asked tonic and mode.",
+    "correct_key": "CK: the key (as in key_changes) of the whole piece equals the asked tonic and mode.",
     "correct_key_dup": "CKD: as CK, the relative major/minor also counts.",
     "drums_match": "Drum notes present if and only if the prompt asked for drums.",
     "exact_duration": "Audio is exactly round(asked seconds x 44100) samples long.",
