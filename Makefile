@@ -1,5 +1,5 @@
 # The two commands of the README. Both set everything up first (idempotent, fast when done).
-.PHONY: run test bench
+.PHONY: run test
 
 run:
 	scripts/setup.sh
@@ -9,6 +9,3 @@ test:
 	scripts/setup.sh --test
 	.venv/bin/python -m pytest -q tests
 
-bench:
-	scripts/setup.sh --test
-	.venv/bin/python benchmarks/run_all.py
