@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rwkv_core import load
-from rwkv_core.sampling import SamplingConfig, TokenStream
+from rwkv_core import RWKV6, load
+from rwkv_core.sampling import ContextWindow, SamplingConfig, TokenStream
 from text2lofi import data
 from text2lofi.conditions import PC_NAME
 from text2lofi.keys import DEFAULT_PROFILE, PROFILES, estimate_key, key_match
@@ -73,7 +73,8 @@ def generate(model, tok: MusicTokenizer, prompts: list[list[int]], n_bars: int, 
             for i in tok.ids_of_type("Pitch"):
                 allowed[b, i] = tok.pitch_of(i) % 12 in pcs
     g = torch.Generator().manual_seed(seed)
-    stream = TokenStream(model, torch.tensor(prompts), sampling, generator=g)
+    window = ContextWindow.for_model(model, tok.bar_id) if isinstance(model, RWKV6) else None
+    stream = TokenStream(model, torch.tensor(prompts), sampling, generator=g, window=window)
     out = [[p[-2], p[-1]] if tok.kind == "piano" else [p[-1]] for p in prompts]
     bars = [1] * B
     prev = torch.tensor([p[-1] for p in prompts])

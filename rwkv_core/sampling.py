@@ -56,6 +56,32 @@ def sample_logits(logits: Tensor, cfg: SamplingConfig, generator: torch.Generato
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
 
 
+@dataclass(frozen=True)
+class ContextWindow:
+    """Keeps each stream of a TokenStream near the context length its model was trained on.
+
+    An RWKV state carries everything since the prompt, and a model trained on ctx_len-token windows has never seen
+    a state older than that: past it, generation can drift (the shipped piano, trained 24M tokens at ctx 512, loses
+    its bar structure after a few hundred tokens without this). RWKV has no attention window to slide, so a stream
+    that holds more than `max_tokens` restarts, at the next `boundary` token it takes in, from a fresh state on its
+    prompt plus its most recent whole spans (each beginning at a boundary, e.g. a Bar) that fit in `keep_tokens`.
+    That context looks like the start of a training window: prompt, then whole bars.
+    """
+    max_tokens: int      # prompt included
+    keep_tokens: int     # tokens after the prompt that survive a restart (whole spans only)
+    boundary: int        # token id that begins a span
+
+    def __post_init__(self) -> None:
+        if not 0 < self.keep_tokens < self.max_tokens:
+            raise ValueError(f"need 0 < keep_tokens < max_tokens: {self}")
+
+    @classmethod
+    def for_model(cls, model: RWKV6, boundary: int) -> "ContextWindow":
+        """Restart after 3/4 of the training context, keeping half of it: a span of up to a quarter of ctx_len
+        still ends inside the trained length."""
+        return cls(max_tokens=model.config.ctx_len * 3 // 4, keep_tokens=model.config.ctx_len // 2, boundary=boundary)
+
+
 class TokenStream:
     """A batch of B independent generations on one model, advanced one token at a time.
 
@@ -63,16 +89,21 @@ class TokenStream:
     tok = stream.next(mask)     # sample (B,) from the current logits under an optional mask, then advance
     stream.feed(tokens)         # force (B,) or (B, T) tokens without sampling
     stream.logits (B, V): the distribution for the next token; stream.state: RWKVState after everything so far.
+    With a ContextWindow, each stream restarts on its prompt + recent spans as it grows (see ContextWindow).
     """
 
-    def __init__(self, model: RWKV6, prompt: Tensor, cfg: SamplingConfig, generator: torch.Generator):
+    def __init__(self, model: RWKV6, prompt: Tensor, cfg: SamplingConfig, generator: torch.Generator,
+                 window: ContextWindow | None = None):
         if prompt.dim() != 2 or prompt.shape[1] == 0:
             raise ValueError(f"prompt must be (B, T0) with T0 >= 1, got {tuple(prompt.shape)}")
-        self.model, self.cfg, self.generator = model, cfg, generator
+        self.model, self.cfg, self.generator, self.window = model, cfg, generator, window
         device = model.emb.weight.device
         with torch.inference_mode():
             logits, self.state = model(prompt.to(device), state=model.init_state(prompt.shape[0]), return_state=True)
         self.logits: Tensor = logits[:, -1]
+        # per stream: its prompt, and the tokens taken in since its last (re)start; kept only with a window
+        self.prompts = prompt.tolist() if window else []
+        self.history: list[list[int]] = [[] for _ in self.prompts]
 
     @property
     def batch_size(self) -> int:
@@ -83,6 +114,7 @@ class TokenStream:
         with torch.inference_mode():
             tokens = sample_logits(self.logits, self.cfg, self.generator, mask)
             self.logits, self.state = self.model.step(tokens, self.state)
+        self._took(tokens[:, None])
         return tokens
 
     def feed(self, tokens: Tensor) -> None:
@@ -98,12 +130,34 @@ class TokenStream:
             elif tokens.shape[1] > 1:
                 logits, self.state = self.model(tokens, state=self.state, return_state=True)
                 self.logits = logits[:, -1]
+        self._took(tokens)
+
+    def _took(self, tokens: Tensor) -> None:
+        """Record (B, T) tokens just taken in; restart the streams the window says to."""
+        if self.window is None:
+            return
+        w = self.window
+        for b, new in enumerate(tokens.tolist()):
+            hist = self.history[b]
+            hist += new
+            if len(self.prompts[b]) + len(hist) <= w.max_tokens or w.boundary not in new:
+                continue
+            starts = [i for i, t in enumerate(hist) if t == w.boundary]
+            keep = next((i for i in starts if len(hist) - i <= w.keep_tokens), starts[-1])
+            self.history[b] = hist[keep:]
+            context = torch.tensor([self.prompts[b] + self.history[b]], device=self.logits.device)
+            with torch.inference_mode():
+                logits, fresh = self.model(context, state=self.model.init_state(1), return_state=True)
+                self.state.shift[:, :, b] = fresh.shift[:, :, 0]
+                self.state.wkv[:, b] = fresh.wkv[:, 0]
+                self.logits[b] = logits[0, -1]
 
     def clone(self, generator: torch.Generator | None = None) -> "TokenStream":
         """A branch: same model and config, copied state and logits; shares the generator unless given one."""
         twin = object.__new__(TokenStream)
         twin.model, twin.cfg = self.model, self.cfg
         twin.generator = generator if generator is not None else self.generator
+        twin.window, twin.prompts, twin.history = self.window, self.prompts, [list(h) for h in self.history]
         with torch.inference_mode():
             twin.state: RWKVState = self.state.clone()
             twin.logits = self.logits.clone()

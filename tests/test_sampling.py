@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rwkv_core import RWKV6, RWKV6Config
-from rwkv_core.sampling import SamplingConfig, TokenStream, sample_logits
+from rwkv_core.sampling import ContextWindow, SamplingConfig, TokenStream, sample_logits
 
 V = 50
 PROBS = torch.tensor([0.40, 0.25, 0.15, 0.10, 0.06, 0.04])
@@ -148,3 +148,47 @@ def test_masked_generation_only_emits_allowed_tokens(model):
     even[:, ::2] = True
     out = torch.stack([stream.next(mask=even) for _ in range(40)])
     assert (out % 2 == 0).all() and len(out.unique()) > 3
+
+
+def test_context_window_restarts_on_prompt_plus_the_latest_whole_spans(model):
+    """Boundary token 0 opens a span. Past max_tokens, at the next boundary, the stream continues exactly as a fresh
+    stream on the prompt + the most recent whole spans that fit in keep_tokens (ending with the new boundary)."""
+    window = ContextWindow(max_tokens=12, keep_tokens=7, boundary=0)
+    prompt = torch.tensor([[3, 4]])
+    stream = TokenStream(model, prompt, SamplingConfig(), gen(), window=window)
+    plain = TokenStream(model, prompt, SamplingConfig(), gen())
+    spans = [[0, 5, 6, 7], [0, 8, 9], [0, 11, 12, 13]]          # 2 + 11 tokens: past max_tokens inside span 3
+    for t in [t for s in spans for t in s]:
+        stream.feed(torch.tensor([t]))
+        plain.feed(torch.tensor([t]))
+    torch.testing.assert_close(stream.logits, plain.logits)     # no boundary since the limit: no restart yet
+    stream.feed(torch.tensor([0]))                               # the boundary that opens span 4: restart
+    kept = [0, 11, 12, 13, 0]                                    # span 2 + span 3 + span 4 would be 8 > 7
+    assert stream.history == [kept]
+    fresh = TokenStream(model, torch.tensor([[3, 4] + kept]), SamplingConfig(), gen())
+    torch.testing.assert_close(stream.logits, fresh.logits, rtol=0, atol=1e-5)
+    for t in (14, 15):                                          # and it goes on from the fresh state
+        stream.feed(torch.tensor([t]))
+        fresh.feed(torch.tensor([t]))
+    torch.testing.assert_close(stream.logits, fresh.logits, rtol=0, atol=1e-5)
+
+
+def test_context_window_restarts_each_stream_on_its_own(model):
+    window = ContextWindow(max_tokens=8, keep_tokens=4, boundary=0)
+    prompt = torch.tensor([[3, 4], [5, 6]])
+    batch = TokenStream(model, prompt, SamplingConfig(), gen(), window=window)
+    rows = [TokenStream(model, prompt[i:i + 1], SamplingConfig(), gen(), window=window) for i in range(2)]
+    forced = torch.tensor([[0, 7, 7, 0, 7, 7, 0, 7, 0],      # row 0 restarts at its third 0, keeping [0, 7, 7, 0]
+                           [9, 9, 9, 9, 9, 9, 9, 9, 9]])     # row 1 has no boundary: never restarts
+    for t in range(forced.shape[1]):
+        batch.feed(forced[:, t])
+        for i, r in enumerate(rows):
+            r.feed(forced[i:i + 1, t])
+    assert batch.history[0] == [0, 7, 7, 0, 7, 0] and len(batch.history[1]) == 9
+    for i, r in enumerate(rows):
+        torch.testing.assert_close(batch.logits[i], r.logits[0], rtol=0, atol=1e-5)
+
+
+def test_context_window_needs_keep_below_max():
+    with pytest.raises(ValueError):
+        ContextWindow(max_tokens=8, keep_tokens=8, boundary=0)

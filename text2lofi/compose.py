@@ -18,7 +18,7 @@ import pretty_midi
 import torch
 
 from rwkv_core import load
-from rwkv_core.sampling import SamplingConfig, TokenStream
+from rwkv_core.sampling import ContextWindow, SamplingConfig, TokenStream
 from text2lofi.arrangement import (BarGrid, Section, parse_chord, plan_sections, progression_for,
                                    tonic_chord)
 from text2lofi.conditions import Conditions
@@ -89,7 +89,8 @@ class PartWriter:
     def __init__(self, mm: MusicModel, prefix: list[int], sampling: SamplingConfig, generator: torch.Generator):
         self.mm, self.tok = mm, mm.tokenizer
         self.masks = _masks_for(mm.tokenizer)
-        self.stream = TokenStream(mm.model, torch.tensor([prefix], dtype=torch.long), sampling, generator=generator)
+        self.stream = TokenStream(mm.model, torch.tensor([prefix], dtype=torch.long), sampling, generator=generator,
+                                  window=ContextWindow.for_model(mm.model, mm.tokenizer.bar_id))
         self.last = prefix[-1]
         self.bar_open = False   # True when the model itself already emitted the Bar that opens the next bar
         self.max_tokens = MAX_TOKENS_PER_BAR[mm.kind]
