@@ -64,9 +64,14 @@ class UniformModel(torch.nn.Module):
 def generate(model, tok: MusicTokenizer, prompts: list[list[int]], n_bars: int, sampling: SamplingConfig,
              chords=None, scales=None, seed=0) -> list[list[int]]:
     """Batch generation of n_bars per stream. chords[b]: token ids forced after each Bar (cycled); scales[b]: the
-    pitch classes Pitch tokens are masked to (None: unmasked). Returns each stream's tokens from its first Bar."""
+    pitch classes Pitch tokens are masked to (None: unmasked). As in compose, Position tokens only move forward
+    within a bar (REMI's own order; a model may not loop inside a bar). Returns each stream's tokens from its first
+    Bar."""
     B, V = len(prompts), tok.vocab_size
     grammar = tok.grammar_table()
+    position = torch.tensor([-1 if tok.position_of(i) is None else tok.position_of(i) for i in range(V)])
+    is_position = position >= 0
+    current = torch.full((B,), -1)          # each stream's latest position in the current bar
     allowed = torch.ones(B, V, dtype=torch.bool)
     if scales is not None:
         for b, pcs in enumerate(scales):
@@ -80,13 +85,14 @@ def generate(model, tok: MusicTokenizer, prompts: list[list[int]], n_bars: int, 
     prev = torch.tensor([p[-1] for p in prompts])
     done = torch.zeros(B, dtype=torch.bool)
     for _ in range(n_bars * 400):
-        mask = grammar[prev] & allowed
+        mask = grammar[prev] & allowed & (~is_position | (position[None] > current[:, None]))
         if chords is not None:
             at_bar = (prev == tok.bar_id).nonzero().flatten().tolist()
             for b in at_bar:
                 mask[b] = False
                 mask[b, chords[b][(bars[b] - 1) % len(chords[b])]] = True
         nxt = stream.next(mask)
+        current = torch.where(is_position[nxt], position[nxt], torch.where(nxt == tok.bar_id, -1, current))
         for b in (~done).nonzero().flatten().tolist():
             t = int(nxt[b])
             if t == tok.bar_id:

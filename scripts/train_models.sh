@@ -66,10 +66,10 @@ piano)
     stage runs/piano5 --data data/pop909 --eval-every 400 --eval-batches 8 --init-from runs/piano4/model.pth \
         --steps 12000 --lr 1e-3 --lr-final 3e-5 --warmup 30 --seed 4
     install piano data/pop909 runs/piano5 runs/piano runs/piano2 runs/piano3 runs/piano4 runs/piano5
-    for prog in pop jazz; do
-        "$PY" benchmarks/music_targets.py --piano checkpoints/piano --piano-shards data/pop909 --progression "$prog" \
-            --samples 50 --bars 64 --write-samples
-    done
+    "$PY" benchmarks/music_targets.py --piano checkpoints/piano --piano-shards data/pop909 --progression pop \
+        --samples 50 --bars 64 --write-samples
+    "$PY" benchmarks/music_targets.py --piano checkpoints/piano --piano-shards data/pop909 --progression jazz \
+        --samples 50 --bars 64
     ;;
 drums)
     prepare gmd "$DATA_ROOT/groove-midi" data/gmd
