@@ -95,7 +95,7 @@ def main(argv=None) -> None:
     if args.long:
         out = subprocess.run([sys.executable, __file__, "--child-long", str(args.long)], capture_output=True,
                              text=True, check=True).stdout
-        _, secs, wall, peak = out.split("LONG")[1].split()
+        secs, wall, peak = out.split("LONG")[1].split()
         print(f"{float(secs) / 60:.0f}-minute track to FLAC: {float(wall):.0f} s wall "
               f"({float(secs) / float(wall):.1f}x real time), peak RSS {peak} MB (target <= 1536 MB)")
 
