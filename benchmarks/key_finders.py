@@ -16,18 +16,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from music_targets import shard_segments  # noqa: E402
+from music_targets import pitch_class_weights, shard_segments  # noqa: E402
 
 from text2lofi.keys import DEFAULT_PROFILE, PROFILES, estimate_key, key_match  # noqa: E402
 from text2lofi.tokenize import MusicTokenizer  # noqa: E402
-
-
-def pitch_class_weights(tok: MusicTokenizer, seg: list[int]) -> np.ndarray:
-    w = np.zeros(12)
-    for bar in tok.decode_bars(seg):
-        for n in bar:
-            w[n.pitch % 12] += n.duration
-    return w
 
 
 def accuracy(items) -> dict[str, dict[str, float]]:
@@ -49,7 +41,7 @@ def main(argv=None) -> int:
     tok = MusicTokenizer.load(Path(a.shards) / "tokenizer")
     results = {}
     for split, limit in (("train", a.train_segments), ("val", None)):
-        items = [(pitch_class_weights(tok, seg), k, m) for seg, k, m in shard_segments(a.shards, tok, split, limit, a.seed)]
+        items = [(pitch_class_weights(tok.decode_bars(seg)), k, m) for seg, k, m in shard_segments(a.shards, tok, split, limit, a.seed)]
         items = [it for it in items if it[0].sum() > 0]
         results[split] = accuracy(items)
         print(f"{split}: {len(items)} segments")

@@ -27,6 +27,7 @@ import torch
 from rwkv_core import RWKV6, load
 from rwkv_core.sampling import ContextWindow, SamplingConfig, TokenStream
 from text2lofi import data
+from text2lofi.compose import token_masks
 from text2lofi.conditions import PC_NAME
 from text2lofi.keys import DEFAULT_PROFILE, PROFILES, estimate_key, key_match
 from text2lofi.tokenize import CHORD_QUALITIES, DRUM_KIT, GM_TO_KIT, MusicTokenizer
@@ -68,15 +69,13 @@ def generate(model, tok: MusicTokenizer, prompts: list[list[int]], n_bars: int, 
     within a bar (REMI's own order; a model may not loop inside a bar). Returns each stream's tokens from its first
     Bar."""
     B, V = len(prompts), tok.vocab_size
-    grammar = tok.grammar_table()
-    position = torch.tensor([-1 if tok.position_of(i) is None else tok.position_of(i) for i in range(V)])
-    is_position = position >= 0
+    masks = token_masks(tok)               # the tables compose samples with
+    position, is_position = masks.position, masks.is_position
     current = torch.full((B,), -1)          # each stream's latest position in the current bar
     allowed = torch.ones(B, V, dtype=torch.bool)
     if scales is not None:
         for b, pcs in enumerate(scales):
-            for i in tok.ids_of_type("Pitch"):
-                allowed[b, i] = tok.pitch_of(i) % 12 in pcs
+            allowed[b] = masks.pitch_mask(frozenset(pcs), 0, 127)
     g = torch.Generator().manual_seed(seed)
     window = ContextWindow.for_model(model, tok.bar_id) if isinstance(model, RWKV6) else None
     stream = TokenStream(model, torch.tensor(prompts), sampling, generator=g, window=window)
@@ -85,7 +84,7 @@ def generate(model, tok: MusicTokenizer, prompts: list[list[int]], n_bars: int, 
     prev = torch.tensor([p[-1] for p in prompts])
     done = torch.zeros(B, dtype=torch.bool)
     for _ in range(n_bars * 400):
-        mask = grammar[prev] & allowed & (~is_position | (position[None] > current[:, None]))
+        mask = masks.grammar[prev] & allowed & (~is_position | (position[None] > current[:, None]))
         if chords is not None:
             at_bar = (prev == tok.bar_id).nonzero().flatten().tolist()
             for b in at_bar:
@@ -131,12 +130,17 @@ def repetition(bars) -> dict[str, float]:
             "collapsed": float(len(set(half)) <= 1)}
 
 
-def key_recovered(bars, key_pc, mode, profile: str = DEFAULT_PROFILE) -> bool:
+def pitch_class_weights(bars) -> np.ndarray:
+    """(12,) beats each pitch class sounds in decoded bars."""
     w = np.zeros(12)
     for notes in bars:
         for n in notes:
             w[n.pitch % 12] += n.duration
-    return key_match(estimate_key(w, profile), key_pc, mode, allow_relative=True)
+    return w
+
+
+def key_recovered(bars, key_pc, mode, profile: str = DEFAULT_PROFILE) -> bool:
+    return key_match(estimate_key(pitch_class_weights(bars), profile), key_pc, mode, allow_relative=True)
 
 
 def piano_targets(model, tok, n_samples, n_bars, sampling, seed, progression="pop", sample_dir=None) -> dict:

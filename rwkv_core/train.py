@@ -213,7 +213,7 @@ def plot_losses(log_paths: Path | Sequence[Path], png_path: Path) -> None:
         train += [(offset + r["step"], r["loss"]) for r in rows if "loss" in r]
         val += [(offset + r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
         starts.append(offset)
-        offset = max([offset] + [s for s, _ in train])
+        offset = train[-1][0] if train else offset
     fig = Figure(figsize=(7, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

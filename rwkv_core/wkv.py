@@ -154,7 +154,7 @@ def wkv6_chunked(r: Tensor, k: Tensor, v: Tensor, w: Tensor, u: Tensor, state: T
     e = c - logd                                 # exclusive: log prod_{s<t}  d_s
     c_last = c[..., -1:, :]                      # log decay over the whole chunk       (B, H, nC, 1, N)
 
-    AT = _IntraChunkScores.apply(r_, k_, e, c, math.gcd(L, SUB_BLOCK))                                       # (B, H, nC, L_j, L_t)
+    AT = _IntraChunkScores.apply(r_, k_, e, c, math.gcd(L, SUB_BLOCK))   # (B, H, nC, L_j, L_t)
     bonus = (r_ * u.to(ct)[None, :, None, None, :] * k_).sum(-1)                      # current-token term (B,H,nC,L)
     y = AT.transpose(-1, -2) @ v_ + bonus[..., None] * v_                               # (B, H, nC, L, N)
 

@@ -62,7 +62,7 @@ class ComposedBar:
     drums: list[NoteEvent] = field(default_factory=list)
 
 
-class _TokenMasks:
+class TokenMasks:
     """Per-tokenizer boolean tables, built once: grammar, pitch and position lookups. Shapes (V,) or (V, V)."""
 
     def __init__(self, tok: MusicTokenizer):
@@ -88,7 +88,7 @@ class PartWriter:
 
     def __init__(self, mm: MusicModel, prefix: list[int], sampling: SamplingConfig, generator: torch.Generator):
         self.mm, self.tok = mm, mm.tokenizer
-        self.masks = _masks_for(mm.tokenizer)
+        self.masks = token_masks(mm.tokenizer)
         self.stream = TokenStream(mm.model, torch.tensor([prefix], dtype=torch.long), sampling, generator=generator,
                                   window=ContextWindow.for_model(mm.model, mm.tokenizer.bar_id))
         self.last = prefix[-1]
@@ -129,14 +129,14 @@ class PartWriter:
         return bars[0] if bars else []
 
 
-_MASKS: dict[int, tuple[MusicTokenizer, _TokenMasks]] = {}
+_MASKS: dict[int, tuple[MusicTokenizer, TokenMasks]] = {}
 
 
-def _masks_for(tok: MusicTokenizer) -> _TokenMasks:
+def token_masks(tok: MusicTokenizer) -> TokenMasks:
     """Masks per tokenizer object (built once; V x V grammar table is ~0.3 MB for V ~ 500)."""
     hit = _MASKS.get(id(tok))
     if hit is None or hit[0] is not tok:
-        hit = _MASKS[id(tok)] = (tok, _TokenMasks(tok))
+        hit = _MASKS[id(tok)] = (tok, TokenMasks(tok))
     return hit[1]
 
 
