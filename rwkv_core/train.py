@@ -379,7 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = TrainConfig(**vars(build_parser().parse_args(argv)))
+    parser = build_parser()
+    cfg = TrainConfig(**vars(parser.parse_args(argv)))
+    if cfg.stop_after is not None and not 1 <= cfg.stop_after <= cfg.steps:
+        parser.error(f"--stop-after must be a step in 1..--steps ({cfg.steps}), got {cfg.stop_after}")
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))

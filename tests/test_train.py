@@ -137,6 +137,14 @@ def test_stop_after_replays_a_cut_run_on_the_full_schedule(full_run, shards, tmp
     assert load(out / "model.pth").meta["step"] == 5
 
 
+@pytest.mark.parametrize("stop", ["0", "13"])
+def test_stop_after_outside_the_schedule_is_refused(shards, tmp_path, stop, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--data", str(shards[0]), "--out", str(tmp_path / "x"), *ARGS, "--steps", "12", "--stop-after", stop])
+    assert e.value.code == 2 and "--stop-after must be a step in 1..--steps (12)" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()                            # refused before any work
+
+
 def test_loss_plot_of_chained_stages(full_run, interrupted_run, tmp_path):
     png = tmp_path / "stages.png"
     plot_losses([interrupted_run / "log.jsonl", full_run / "log.jsonl"], png)
