@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pretty_midi
 
-from text2lofi.effects import LofiChain, Master
-from text2lofi.render import SAMPLE_RATE, balance_gains, find_soundfont, render_midi
-from text2lofi.textures import TextureBed
+from text2lofi.audio.effects import LofiChain, Master
+from text2lofi.audio.render import SAMPLE_RATE, balance_gains, find_soundfont, render_midi
+from text2lofi.audio.textures import TextureBed
 
 
 @dataclass

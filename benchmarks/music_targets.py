@@ -1,7 +1,7 @@
 """Measure the shipped piano and drum models against the issue's musical targets.
 
 Piano, primed with key K (+ mode) and a diatonic progression forced after every Bar token: share of sounding
-pitch-time in K's scale or the bar's chord (target >= 0.90), the project's key finder (text2lofi.keys, Temperley-
+pitch-time in K's scale or the bar's chord (target >= 0.90), the project's key finder (text2lofi.compose.theory, Temperley-
 Kostka-Payne profile; every profile in keys.PROFILES is reported too) recovering K or its relative (target >= 80% of
 samples), repetition over 64 bars. Baseline in the same run: the same loop with uniform
 logits (grammar and masks only), so ratios say what the model adds.
@@ -26,13 +26,11 @@ import torch
 
 from rwkv_core import RWKV6, load
 from rwkv_core.sampling import ContextWindow, SamplingConfig, TokenStream
-from text2lofi import data
-from text2lofi.compose import token_masks
-from text2lofi.conditions import PC_NAME
-from text2lofi.keys import DEFAULT_PROFILE, PROFILES, estimate_key, key_match
-from text2lofi.tokenize import CHORD_QUALITIES, DRUM_KIT, GM_TO_KIT, MusicTokenizer
-
-MAJOR, MINOR = (0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 10)
+from text2lofi.compose import data
+from text2lofi.compose.composer import token_masks
+from text2lofi.compose.theory import CHORD_QUALITIES, DEFAULT_PROFILE, PROFILES, estimate_key, key_match
+from text2lofi.compose.tokenizer import GM_TO_KIT, MusicTokenizer
+from text2lofi.conditions import PC_NAME, SCALE_STEPS
 # Seed progressions per mode, as (interval from the tonic, quality).
 PROGRESSIONS = {
     "pop": {"major": [(0, "maj"), (7, "maj"), (9, "min"), (5, "maj")],           # I V vi IV
@@ -151,7 +149,7 @@ def piano_targets(model, tok, n_samples, n_bars, sampling, seed, progression="po
         ids = [tok.vocab[f"Chord_{PC_NAME[r]}:{q}"] for r, q in prog]
         chords.append(ids)
         chord_pcs.append([{(r + i) % 12 for i in CHORD_QUALITIES[q]} for r, q in prog])
-        scales.append({(k + s) % 12 for s in (MAJOR if mode == "major" else MINOR)})
+        scales.append({(k + s) % 12 for s in SCALE_STEPS[mode]})
         prompts.append(tok.condition_prefix(k, mode, 80.0, "pop") + [tok.bar_id, ids[0]])
     result = {}
     for name, m in (("model", model), ("uniform_baseline", UniformModel(tok.vocab_size))):
@@ -203,7 +201,7 @@ def real_piano_reference(shard_dir: str, tok: MusicTokenizer) -> dict:
             continue
         pcs = [set() if c is None else {(c[0] + i) % 12 for i in CHORD_QUALITIES[c[1]]} for c in chords]
         bars = tok.decode_bars(seg)
-        shares.append(scale_share(bars, pcs, {(k + s) % 12 for s in (MAJOR if mode == "major" else MINOR)}))
+        shares.append(scale_share(bars, pcs, {(k + s) % 12 for s in SCALE_STEPS[mode]}))
         found.append({p: key_recovered(bars, k, mode, p) for p in PROFILES})
     return {"segments": len(shares), "scale_or_chord_share_mean": float(np.nanmean(shares)),
             "samples_share_ge_0.9": float(np.mean(np.array(shares) >= 0.9)),

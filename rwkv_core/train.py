@@ -19,8 +19,7 @@ import json
 import math
 import os
 import time
-import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,41 +31,38 @@ from torch import nn
 from tqdm import tqdm
 
 from rwkv_core.checkpoint import load, save
+from rwkv_core.config import add_config_args, config_from_args, opt
 from rwkv_core.model import RWKV6, RWKV6Config
 
 SAVE_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 VAL_SEED = 1_000_003  # validation windows are the same at every evaluation, so the numbers compare
 
 
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class TrainConfig:
     data: str = field(metadata={"help": "folder with train.bin / val.bin (+ .idx.npy) and meta.json"})
     out: str = field(metadata={"help": "output folder (last.pt, model.pth, log.jsonl, loss.png)"})
-    n_layer: int = _opt(4, "layers of a new model")
-    n_embd: int = _opt(256, "width of a new model (a multiple of 64)")
-    ctx_len: int = _opt(512, "tokens per training window")
-    batch_size: int = _opt(8, "windows per step and process (global batch = this x processes)")
-    steps: int = _opt(2000, "optimizer steps; the LR schedule ends here")
-    lr: float = _opt(6e-4, "peak learning rate")
-    lr_final: float = _opt(6e-5, "learning rate at the last step (cosine from --lr)")
-    warmup: int = _opt(100, "steps of linear warmup from 0")
-    grad_clip: float = _opt(1.0, "max global gradient norm; 0 disables")
-    weight_decay: float = _opt(0.1, "AdamW weight decay of the 2-D weight matrices")
-    eval_every: int = _opt(200, "steps between validation runs (each also saves last.pt)")
-    eval_batches: int = _opt(16, "global batches per validation run")
-    seed: int = _opt(0, "seed of the initial weights and of the training windows")
-    threads: int = _opt(2, "torch CPU threads per process")
-    resume: bool = _opt(False, "continue from OUT/last.pt (model, optimizer, step)")
-    init_from: str | None = _opt(None, "start from these weights (a model.pth written by rwkv_core.save)")
-    save_dtype: str = _opt("bf16", "dtype of model.pth: bf16 (half the size) or fp32")
-    time_budget_s: float | None = _opt(None, "stop cleanly (evaluate, save) after this many seconds")
-    stop_after: int | None = _opt(None, "stop cleanly (evaluate, save) after this step; the LR schedule still "
+    n_layer: int = opt(4, "layers of a new model")
+    n_embd: int = opt(256, "width of a new model (a multiple of 64)")
+    ctx_len: int = opt(512, "tokens per training window")
+    batch_size: int = opt(8, "windows per step and process (global batch = this x processes)")
+    steps: int = opt(2000, "optimizer steps; the LR schedule ends here")
+    lr: float = opt(6e-4, "peak learning rate")
+    lr_final: float = opt(6e-5, "learning rate at the last step (cosine from --lr)")
+    warmup: int = opt(100, "steps of linear warmup from 0")
+    grad_clip: float = opt(1.0, "max global gradient norm; 0 disables")
+    weight_decay: float = opt(0.1, "AdamW weight decay of the 2-D weight matrices")
+    eval_every: int = opt(200, "steps between validation runs (each also saves last.pt)")
+    eval_batches: int = opt(16, "global batches per validation run")
+    seed: int = opt(0, "seed of the initial weights and of the training windows")
+    threads: int = opt(2, "torch CPU threads per process")
+    resume: bool = opt(False, "continue from OUT/last.pt (model, optimizer, step)")
+    init_from: str | None = opt(None, "start from these weights (a model.pth written by rwkv_core.save)")
+    save_dtype: str = opt("bf16", "dtype of model.pth: bf16 (half the size) or fp32")
+    time_budget_s: float | None = opt(None, "stop cleanly (evaluate, save) after this many seconds")
+    stop_after: int | None = opt(None, "stop cleanly (evaluate, save) after this step; the LR schedule still "
                                         "ends at --steps (replays a run that a time budget cut short)")
-    device: str = _opt("auto", "auto: cuda if available, else cpu")
+    device: str = opt("auto", "auto: cuda if available, else cpu")
 
 
 # ---- data -------------------------------------------------------------------------------------------------------
@@ -364,23 +360,12 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """One flag per TrainConfig field: --n-layer for n_layer, and so on."""
     p = argparse.ArgumentParser(prog="python -m rwkv_core.train", description=__doc__.split("\n")[0])
-    hints = typing.get_type_hints(TrainConfig)
-    choices = {"save_dtype": sorted(SAVE_DTYPES), "device": ["auto", "cpu", "cuda"]}
-    for f in fields(TrainConfig):
-        flag, help_ = "--" + f.name.replace("_", "-"), f.metadata["help"]
-        kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])  # X | None
-        if kind is bool:
-            p.add_argument(flag, action="store_true", help=help_)
-        elif f.default is MISSING:
-            p.add_argument(flag, type=kind, required=True, help=help_)
-        else:
-            p.add_argument(flag, type=kind, default=f.default, choices=choices.get(f.name), help=help_)
-    return p
+    return add_config_args(p, TrainConfig, choices={"save_dtype": sorted(SAVE_DTYPES), "device": ["auto", "cpu", "cuda"]})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    cfg = TrainConfig(**vars(parser.parse_args(argv)))
+    cfg = config_from_args(TrainConfig, parser.parse_args(argv))
     if cfg.stop_after is not None and not 1 <= cfg.stop_after <= cfg.steps:
         parser.error(f"--stop-after must be a step in 1..--steps ({cfg.steps}), got {cfg.stop_after}")
     summary = train(cfg)

@@ -19,7 +19,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from pedalboard.io import AudioFile
 
-from text2lofi.survey import SurveyStore
+from text2lofi.app.survey import SurveyStore
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_PASSWORD = "test-admin"
@@ -143,7 +143,7 @@ def test_bad_rating_is_refused_clearly_and_stores_nothing(client, generated, app
 
 @pytest.mark.parametrize("args, message", [
     (("rainy night", 2.0, None), "5 to 600 s"),
-    (("   ", 6.0, None), "Type a prompt"),
+    (("   ", 6.0, None), "prompt is empty"),
     (("rainy night", 6.0, -4), "seed must be"),
 ])
 def test_bad_generate_is_refused_clearly_and_stores_nothing(client, app, args, message):

@@ -2,7 +2,8 @@
 import pytest
 
 from text2lofi import Conditions
-from text2lofi.arrangement import BarGrid, parse_chord, plan_sections, progression_for
+from text2lofi.compose.arrangement import BarGrid, plan_sections, progression_for
+from text2lofi.compose.theory import chord_tones
 
 
 def test_grid_has_no_drift_after_twelve_hours():
@@ -46,9 +47,9 @@ def test_endless_plan_never_ends_with_an_outro():
 
 
 def test_chords_and_default_progression_follow_the_key():
-    assert parse_chord("Am9") == (9, (0, 4, 7, 9))       # read as Am7: A C E G
+    assert chord_tones("Am9") == (9, (0, 4, 7, 9))       # read as Am7: A C E G
     with pytest.raises(ValueError):
-        parse_chord("xyz")
+        chord_tones("xyz")
     c = Conditions(key="Eb", mode="major")
     prog = progression_for(c)
     assert prog[0].startswith("Eb") and len(prog) == 4

@@ -4,8 +4,8 @@ import pretty_midi
 import pytest
 import torch
 
-from text2lofi import baselines as bl
-from text2lofi.tokenize import MusicTokenizer
+from text2lofi.evaluate import baselines as bl
+from text2lofi.compose.tokenizer import MusicTokenizer
 
 
 def sixteenth_midi(events, bpm=120.0):

@@ -5,8 +5,8 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from text2lofi import data
-from text2lofi.tokenize import MusicTokenizer
+from text2lofi.compose import data
+from text2lofi.compose.tokenizer import MusicTokenizer
 
 TUNES = """%abc
 X:1
@@ -100,7 +100,7 @@ def test_transposition_gives_all_twelve_keys_to_training_pieces(tmp_path):
     d.mkdir()
     write_midi(d / "song.mid", scale_run(2))
     out = tmp_path / "out"
-    data.prepare(data.PrepareConfig("folder", str(d), str(out), workers=1, val_pct=0.0))
+    data.prepare(data.PrepareConfig("folder", path=str(d), out=str(out), workers=1, val_pct=0.0))
     tok = MusicTokenizer.load(out / "tokenizer")
     tokens = np.fromfile(out / "train.bin", dtype=np.uint16)
     starts = np.load(out / "train.idx.npy")
@@ -115,7 +115,7 @@ def test_transposition_gives_all_twelve_keys_to_training_pieces(tmp_path):
 
 def test_prepare_resumes_and_is_deterministic(folder, tmp_path):
     out = tmp_path / "out"
-    cfg = data.PrepareConfig("folder", str(folder), str(out), workers=1, chunk=4, transpose="none")
+    cfg = data.PrepareConfig("folder", path=str(folder), out=str(out), workers=1, chunk=4, transpose="none")
     first = data.prepare(cfg)
     parts = sorted((out / "parts").glob("part_*.json"))
     assert len(parts) == 4                                     # 14 items in chunks of 4
@@ -158,7 +158,7 @@ def test_gmd_reader_uses_its_split_style_and_skips_other_meters(tmp_path):
             "drummer1,drummer1/s,drummer1/s/2,jazz/swing,120,beat,3-4,drummer1/b.mid,,6,train"]
     (root / "info.csv").write_text(header + "\n".join(rows) + "\n")
     out = tmp_path / "out"
-    summary = data.prepare(data.PrepareConfig("gmd", str(root), str(out), workers=1))
+    summary = data.prepare(data.PrepareConfig("gmd", path=str(root), out=str(out), workers=1))
     assert (summary["files_used"], summary["files_skipped"], summary["val_pieces"]) == (1, 1, 1)
     assert summary["skip_reasons"] == {"time signature N-N, not N/N": 1}
     tok = MusicTokenizer.load(out / "tokenizer")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.signal import butter, resample_poly, sosfilt
 
-from text2lofi.effects import LofiChain, Master, PeakLimiter, integrated_loudness, master_to_lufs
+from text2lofi.audio.effects import LofiChain, Master, PeakLimiter, integrated_loudness, master_to_lufs
 
 SR = 44100
 

@@ -6,7 +6,10 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from text2lofi import evaluate as ev
+from text2lofi.conditions import tempo_bin
+from text2lofi.evaluate import __main__ as eval_main
+from text2lofi.evaluate import metrics as ev
+from text2lofi.evaluate import prompts, report, systems
 
 BPM = 120.0          # one beat = 0.5 s, one 4/4 bar = 2 s
 BAR = 2.0
@@ -137,7 +140,7 @@ def test_repetition_rate():
 
 
 def test_tempo_bins_match_midicaps_edges():
-    assert [ev.tempo_bin(x) for x in (30, 40, 65, 89.9, 90, 120, 150, 200, 215)] == [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    assert [tempo_bin(x) for x in (30, 40, 65, 89.9, 90, 120, 150, 200, 215)] == [0, 1, 2, 3, 4, 5, 6, 7, 8]
     assert ev.midi_tempo(make_pm([(0, 4, 60)], bpm=85.0)) == pytest.approx(85.0)
 
 
@@ -162,13 +165,13 @@ def test_adherence_scores_tempo_key_drums_and_length():
     pm = make_pm(tonal_bars(57, 0, 8), drums=[(0, 0.1, 36)], bpm=85.0)     # A major at 85 BPM, with drums
     audio = np.zeros((sr * 20, 2), dtype=np.float32)
     audio[:, 0] = audio[:, 1] = 0.1 * np.sin(2 * np.pi * 440 * np.arange(sr * 20) / sr)
-    asked = ev.PromptSpec("t", tempo_bpm=80.0, key="A", mode="major", duration_s=20.0, drums=True)
+    asked = prompts.PromptSpec("t", tempo_bpm=80.0, key="A", mode="major", duration_s=20.0, drums=True)
     row = ev.adherence(pm, audio, sr, asked)
     assert row["tempo_bin"] == 1.0 and row["correct_key"] == 1.0 and row["drums_match"] == 1.0
     assert row["exact_duration"] == 1.0 and row["duration_error_s"] == 0.0
     assert -25 < row["loudness_lufs"] < -15
     # 100 BPM is the next bin up (90..110): TB misses, TBT forgives; F# minor is A major's relative key.
-    other = ev.PromptSpec("t", tempo_bpm=100.0, key="F#", mode="minor", duration_s=21.0, drums=False)
+    other = prompts.PromptSpec("t", tempo_bpm=100.0, key="F#", mode="minor", duration_s=21.0, drums=False)
     row = ev.adherence(pm, audio, sr, other)
     assert (row["tempo_bin"], row["tempo_bin_tolerant"]) == (0.0, 1.0)
     assert (row["correct_key"], row["correct_key_dup"]) == (0.0, 1.0)
@@ -177,8 +180,8 @@ def test_adherence_scores_tempo_key_drums_and_length():
 
 
 def test_prompt_set_is_seeded_and_states_its_targets():
-    a, b = ev.prompt_set(12, seed=5), ev.prompt_set(12, seed=5)
-    assert a == b and a != ev.prompt_set(12, seed=6)
+    a, b = prompts.prompt_set(12, seed=5), prompts.prompt_set(12, seed=5)
+    assert a == b and a != prompts.prompt_set(12, seed=6)
     for p in a:
         assert f"{int(p.tempo_bpm)} bpm" in p.text and f"{p.key} {p.mode}" in p.text
         assert f"{int(p.duration_s)} seconds" in p.text and (("no drums" in p.text) != p.drums)
@@ -186,7 +189,7 @@ def test_prompt_set_is_seeded_and_states_its_targets():
 
 def test_excerpt_starts_at_the_first_note_and_keeps_n_bars():
     pm = make_pm([(4.0 + i * 0.5, 4.5 + i * 0.5, 60 + i % 5) for i in range(40)])   # starts in bar 2 (4 s)
-    ex = ev.excerpt(pm, 4)
+    ex = systems.excerpt(pm, 4)
     starts = [n.start for n in ex.instruments[0].notes]
     assert min(starts) == 0.0 and max(starts) < 4 * BAR
     assert len(starts) == 16                                     # 4 bars of 4 quarter notes
@@ -194,7 +197,7 @@ def test_excerpt_starts_at_the_first_note_and_keeps_n_bars():
 
 def _write_tiny_sources(root):
     """A POP909-like folder with two validation pieces and a GMD-like folder with one validation beat."""
-    from text2lofi.data import split_of
+    from text2lofi.compose.data import split_of
 
     val_ids = [f"{i:03d}" for i in range(1, 400) if split_of(f"pop909/{i:03d}", 5.0) == "val"][:2]
     for pid, tonic in zip(val_ids, (48, 55)):
@@ -216,8 +219,8 @@ def _write_tiny_sources(root):
 def test_eval_runs_end_to_end_on_tiny_data(tmp_path):
     import torch
 
-    from text2lofi import baselines as bl
-    from text2lofi.tokenize import MusicTokenizer
+    from text2lofi.evaluate import baselines as bl
+    from text2lofi.compose.tokenizer import MusicTokenizer
 
     _write_tiny_sources(tmp_path)
     models = tmp_path / "baselines"
@@ -232,7 +235,7 @@ def test_eval_runs_end_to_end_on_tiny_data(tmp_path):
     bl.MarkovChain.fit([seg], tok.vocab_size).save(models / "markov_piano.npz")
 
     out = tmp_path / "eval"
-    assert ev.main(["--quick", "--out", str(out), "--pop909", str(tmp_path / "pop909"), "--gmd",
+    assert eval_main.main(["--quick", "--out", str(out), "--pop909", str(tmp_path / "pop909"), "--gmd",
                     str(tmp_path / "gmd"), "--baselines", str(models), "--systems", "real,convlstm,markov",
                     "--bars", "4", "--n-convlstm", "1", "--n-markov", "2"]) == 0
     result = json.loads((out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
@@ -256,7 +259,7 @@ def test_eval_runs_end_to_end_on_tiny_data(tmp_path):
 
 
 def test_json_output_is_strict():
-    plain = ev._plain({"a": np.float64("nan"), "b": (np.int64(3), math.inf), "c": [np.float32(0.5)]})
+    plain = report.plain({"a": np.float64("nan"), "b": (np.int64(3), math.inf), "c": [np.float32(0.5)]})
     assert json.loads(json.dumps(plain, allow_nan=False)) == {"a": None, "b": [3, None], "c": [0.5]}
 
 
@@ -269,7 +272,7 @@ def test_worse_findings_name_losses_and_skip_silent_systems():
         "markov": {"consonance": 0.6, "dissonance": 0.4, "repetition_rate": 0.0, "silent": 0.0},
         "mute": {"consonance": 1.0, "dissonance": 0.0, "repetition_rate": 0.0, "silent": 0.9}},
         "spread": {"real": {"drum_groove_consistency": {"std": 0.05, "n": 9}}}}
-    lines = ev.worse_findings(result)
+    lines = report.worse_findings(result)
     assert any(ln.startswith("drum_groove_consistency: rwkv 0.770 is more than one standard deviation") for ln in lines)
     assert any(ln.startswith("correct_key: rwkv 50.0% is below what the same key finder achieves") for ln in lines)
     assert "consonance: rwkv 0.800 is below real music 0.900." in lines

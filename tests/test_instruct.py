@@ -9,10 +9,11 @@ from hypothesis import strategies as st
 
 from text2lofi import Conditions, interpret
 from text2lofi.conditions import DURATION_RANGE, MODES, PITCH_CLASS, TEMPO_RANGE, TEXTURES
-from text2lofi.instruct import get_interpreter, transpose_chord
-from text2lofi.instruct_data import generate_examples
-from text2lofi.instruct_eval import score_prompts
-from text2lofi.instruct_lm import CHECKPOINT_DIR, InstructLM, TrainConfig, train
+from text2lofi.instruct.interpreter import get_interpreter, transpose_chord
+from text2lofi.instruct.data import generate_examples
+from text2lofi.instruct.score import score_prompts
+from text2lofi.instruct.lm import InstructLM, checkpoint_dir
+from text2lofi.instruct.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV = ROOT.parent / "shared" / "eval"
@@ -99,7 +100,7 @@ def test_moods_set_tempo_energy_mode(interp):
 
 def test_lm_is_loaded_and_used(interp):
     assert interp.lm is not None, "checkpoints/instruct must ship the trained LM"
-    assert (CHECKPOINT_DIR / "model.safetensors").stat().st_size <= 16 * 2**20
+    assert (checkpoint_dir() / "model.safetensors").stat().st_size <= 16 * 2**20
 
 
 def test_defaults(interp):
@@ -190,7 +191,7 @@ def test_accuracy_targets(interp, path):
 # ---- embeddings and training ---------------------------------------------------------------------------------------
 def test_embedder_matches_sentence_transformers(interp):
     from sentence_transformers import SentenceTransformer
-    from text2lofi.instruct_lm import minilm_path
+    from text2lofi.instruct.lm import minilm_path
     texts = ["rainy night study beats", "cars passing"]
     ref = SentenceTransformer(str(minilm_path()), device="cpu").encode(texts)
     ours = interp.retriever.embedder.encode(texts)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from text2lofi.keys import PROFILES, estimate_key, key_match
+from text2lofi.compose.theory import PROFILES, estimate_key, key_match
 
 MAJOR, MINOR = (0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 11)   # harmonic minor: its leading tone marks the key
 

@@ -74,7 +74,7 @@ def test_piano_off_means_drums_alone():
 
 
 def test_stems_are_balanced_drums_under_piano(track):
-    from text2lofi.render import PIANO_DRUM_LU
+    from text2lofi.audio.render import PIANO_DRUM_LU
     meter = pyloudnorm.Meter(SR)
     lp = meter.integrated_loudness(track.stems["piano"].astype(np.float64))
     ld = meter.integrated_loudness(track.stems["drums"].astype(np.float64))

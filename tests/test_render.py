@@ -5,8 +5,8 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from text2lofi.effects import integrated_loudness as stem_loudness
-from text2lofi.render import (PIANO_DRUM_LU, PIANO_PROGRAMS, NoteEvent, PartSynth, SynthPool, balance_gains,
+from text2lofi.audio.loudness import integrated_loudness as stem_loudness
+from text2lofi.audio.render import (PIANO_DRUM_LU, PIANO_PROGRAMS, NoteEvent, PartSynth, SynthPool, balance_gains,
                               find_soundfont, piano_program_for, render_midi)
 
 SR = 44100

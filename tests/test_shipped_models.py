@@ -8,7 +8,7 @@ import torch
 
 from rwkv_core import load
 from test_checkpoint import rwkv_package_model
-from text2lofi.tokenize import MusicTokenizer
+from text2lofi.compose.tokenizer import MusicTokenizer
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from text2lofi.survey import MAX_COMMENT_CHARS, SCHEMA_VERSION, SurveyStore
+from text2lofi.app.survey import MAX_COMMENT_CHARS, SCHEMA_VERSION, SurveyStore
 
 CONDITIONS = {"tempo_bpm": 78.0, "key": "A", "mode": "minor", "duration_s": 10.0, "textures": ["rain"]}
 
@@ -174,7 +174,7 @@ def test_newer_schema_is_refused(tmp_path):
 
 _WRITER = """
 import sys
-from text2lofi.survey import SurveyStore
+from text2lofi.app.survey import SurveyStore
 store = SurveyStore(sys.argv[1])
 gid = store.record_generation("killed mid-write", {"duration_s": 5.0})
 print("generation", gid, flush=True)

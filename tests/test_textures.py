@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from text2lofi.effects import integrated_loudness
-from text2lofi.textures import TEXTURE_NAMES, TEXTURES, TextureBed
+from text2lofi.audio.loudness import integrated_loudness
+from text2lofi.audio.textures import LAYERS, TextureBed
+from text2lofi.conditions import TEXTURES
 
 SR = 44100
 N = 6 * SR
@@ -22,10 +23,10 @@ def kurtosis(x):
 
 @pytest.fixture(scope="module")
 def rendered():
-    return {name: cls(0, SR).render(N) for name, cls in TEXTURES.items()}
+    return {name: cls(0, SR).render(N) for name, cls in LAYERS.items()}
 
 
-@pytest.mark.parametrize("name", TEXTURE_NAMES)
+@pytest.mark.parametrize("name", TEXTURES)
 def test_texture_is_audible_stereo_and_finite(rendered, name):
     audio = rendered[name]
     assert audio.shape == (N, 2) and np.all(np.isfinite(audio))
@@ -41,7 +42,7 @@ SPECTRA = {
 }
 
 
-@pytest.mark.parametrize("name", TEXTURE_NAMES)
+@pytest.mark.parametrize("name", TEXTURES)
 def test_texture_energy_sits_where_it_should(rendered, name):
     lo, hi, share = SPECTRA[name]
     assert band_share(rendered[name], lo, hi) > share
@@ -58,19 +59,19 @@ def test_crackles_are_impulsive_and_beds_are_not(rendered):
 
 
 def test_ocean_swells_and_thunder_is_rare():
-    ocean = TEXTURES["ocean"](1, SR).render(30 * SR).mean(axis=1)
+    ocean = LAYERS["ocean"](1, SR).render(30 * SR).mean(axis=1)
     level = np.sqrt((ocean.reshape(-1, SR // 2) ** 2).mean(axis=1))          # per half second
     assert level.max() > 3 * level.min()                                     # waves come and go
-    thunder = TEXTURES["thunder"](1, SR).render(40 * SR).mean(axis=1)
+    thunder = LAYERS["thunder"](1, SR).render(40 * SR).mean(axis=1)
     level = np.sqrt((thunder.reshape(-1, SR // 2) ** 2).mean(axis=1))
     loud = level > 0.25 * level.max()
     assert 0.02 < loud.mean() < 0.6                                         # rumbles, then quiet
 
 
-@pytest.mark.parametrize("name", TEXTURE_NAMES)
+@pytest.mark.parametrize("name", TEXTURES)
 def test_texture_streams_seamlessly(name):
-    whole = TEXTURES[name](3, SR).render(3 * SR)
-    stream = TEXTURES[name](3, SR)
+    whole = LAYERS[name](3, SR).render(3 * SR)
+    stream = LAYERS[name](3, SR)
     sizes = [1, 777, 4410, 30_000, 3 * SR - 35_188]
     parts = [stream.render(k) for k in sizes]
     chunked = np.concatenate(parts)

@@ -3,8 +3,9 @@ import pretty_midi
 import pytest
 import torch
 
-from text2lofi.data import Piece
-from text2lofi.tokenize import DRUM_KIT, MusicTokenizer, Note, parse_chord, tempo_bin
+from text2lofi.compose.data import Piece
+from text2lofi.compose.theory import read_chord
+from text2lofi.compose.tokenizer import DRUM_KIT, MusicTokenizer, Note, tempo_token_bin
 
 PIANO, DRUMS = MusicTokenizer.piano(), MusicTokenizer.drums()
 
@@ -56,7 +57,7 @@ def test_condition_prefix_and_transposition_follow():
     notes = [(0, 1, 57, 80), (1, 1, 60, 80), (2, 1, 64, 80)]
     seg = PIANO.encode_segments(piece(notes, key_pc=9, mode="minor", bpm=80), transpose=3)[0]
     names = [PIANO.id_to_token[t] for t in seg[:6]]
-    assert names[:5] == ["BOS_None", "Key_C", "Mode_minor", f"TempoBin_{tempo_bin(80)}", "Style_pop"]
+    assert names[:5] == ["BOS_None", "Key_C", "Mode_minor", f"TempoBin_{tempo_token_bin(80)}", "Style_pop"]
     assert names[5] == "Bar_None"
     assert sorted(n.pitch for n in PIANO.decode_bars(seg)[0]) == [60, 63, 67]
     assert PIANO.id_to_token[seg[6]] == "Chord_C:min"  # A minor detected, moved up 3 semitones
@@ -75,7 +76,7 @@ def test_chord_tokens_from_annotations_and_detection():
     assert PIANO.chord_token("C:maj") == PIANO.vocab["Chord_C:maj"]
     assert PIANO.chord_token("F#m7b5") == PIANO.vocab["Chord_Gb:hdim7"]
     assert PIANO.chord_token("Bb/D") == PIANO.vocab["Chord_Bb:maj"]
-    assert PIANO.chord_token("H7") is None and parse_chord("N") is None
+    assert PIANO.chord_token("H7") is None and read_chord("N") is None
     assert PIANO.chord_of(PIANO.chord_token("Ebm7")) == (3, "min7")
 
 
@@ -88,7 +89,7 @@ def test_drums_kit_mapping_swing_timing_and_is_drum():
     notes += [(0, 0.1, 35, 110), (1 + late, 0.1, 40, 100), (3 + late, 0.1, 38, 120), (4, 0.1, 57, 100),
               (6, 0.1, 56, 90)]                                            # 56 cowbell is not in the kit
     segs = DRUMS.encode_segments(piece(notes, kind="drums", bpm=bpm, style="hiphop"))
-    assert [DRUMS.id_to_token[t] for t in segs[0][:3]] == ["BOS_None", f"TempoBin_{tempo_bin(bpm)}", "Style_hiphop"]
+    assert [DRUMS.id_to_token[t] for t in segs[0][:3]] == ["BOS_None", f"TempoBin_{tempo_token_bin(bpm)}", "Style_hiphop"]
     bars = DRUMS.decode_bars([t for s in segs for t in s])
     got = flat(bars)
     assert {p for _, _, p, _ in got} == {36, 38, 42, 49}

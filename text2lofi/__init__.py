@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 def interpret(text, previous=None):
     """Text (optionally an edit of `previous`) -> Conditions. See text2lofi.instruct."""
-    from text2lofi.instruct import interpret as _interpret
+    from text2lofi.instruct.interpreter import interpret as _interpret
     return _interpret(text, previous=previous)
 
 

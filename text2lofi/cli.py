@@ -8,21 +8,20 @@ import sys
 
 # Subcommands whose argument parsing lives with the code they run: name -> (module, help).
 DELEGATED = {
-    "data": ("text2lofi.data", "prepare token shards from a data source (data prepare --help)"),
+    "data": ("text2lofi.compose.data", "prepare token shards from a data source (data prepare --help)"),
     "train": ("rwkv_core.train", "train an RWKV-6 model on token shards"),
-    "train-instruct": ("text2lofi.instruct_lm", "generate instruction data and train the instruction LM"),
-    "eval": ("text2lofi.evaluate", "run the evaluation and write metrics.json + report.md"),
-    "baselines": ("text2lofi.baselines", "train the ConvLSTM / Markov baselines the evaluation compares with"),
+    "train-instruct": ("text2lofi.instruct.train", "generate instruction data and train the instruction LM"),
+    "eval": ("text2lofi.evaluate.__main__", "run the evaluation and write metrics.json + report.md"),
+    "serve": ("text2lofi.app.serve", "serve the page and the API (same as python app.py; serve --help)"),
+    "baselines": ("text2lofi.evaluate.baselines", "train the ConvLSTM / Markov baselines the evaluation compares with"),
 }
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import torch
-
     from text2lofi.pipeline import generate_to_files
+    from text2lofi.runtime import use_threads
 
-    # Per-token model steps are tiny: one thread avoids intra-op spinning (7x faster on a busy 2-core CPU).
-    torch.set_num_threads(1)
+    use_threads()
 
     overrides = {k: v for k, v in (("duration_s", args.duration), ("tempo_bpm", args.tempo),
                                    ("key", args.key), ("lofi_amount", args.lofi)) if v is not None}
@@ -52,16 +51,6 @@ def _interpret(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import runpy
-    from pathlib import Path
-
-    app = Path(__file__).resolve().parent.parent / "app.py"
-    sys.argv = [str(app)]
-    runpy.run_path(str(app), run_name="__main__")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="text2lofi", description="Text to lo-fi music.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -83,9 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("prompt")
     i.add_argument("--previous", help="JSON of the previous Conditions (conversational edit)")
     i.set_defaults(func=_interpret)
-
-    s = sub.add_parser("serve", help="start the Gradio app (same as python app.py)")
-    s.set_defaults(func=_serve)
 
     for name, (_, help_) in DELEGATED.items():
         sub.add_parser(name, help=help_, add_help=False)

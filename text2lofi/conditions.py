@@ -1,14 +1,18 @@
-"""Conditions: the typed description of a track that flows from text to audio.
+"""The contract between the stages, and the one home of every constant more than one stage uses.
 
-Every stage (instruct -> compose -> render -> effects) reads these fields and nothing else.
-Out-of-range values are clamped and the clamp is recorded in `warnings`, never done silently.
+`Conditions` is the typed description of a track that flows from text to audio: every stage (instruct -> compose
+-> audio) reads these fields and nothing else. Out-of-range values are clamped and the clamp is recorded in
+`warnings`, never done silently. `NoteEvent` is what compose hands to audio.
+
+Importing this module costs nothing beyond the standard library.
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 TEMPO_RANGE = (40.0, 160.0)          # BPM
 DURATION_RANGE = (5.0, 43200.0)      # seconds: 5 s .. 12 h
@@ -16,11 +20,32 @@ TONICS = ("C", "C#", "Db", "D", "D#", "Eb", "E", "F", "F#", "Gb", "G", "G#", "Ab
 MODES = ("major", "minor")
 TEXTURES = ("vinyl", "tape_hiss", "rain", "thunder", "wind", "ocean", "birds", "cafe", "fireplace", "city")
 
+SAMPLE_RATE = 44100                  # Hz: every stage's audio, float32 (n_samples, 2)
+BEATS_PER_BAR = 4                    # lo-fi is 4/4; the tokenizers and the bar grid assume it
+# Scale degrees in semitones from the tonic (minor is natural minor).
+SCALE_STEPS = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
+# MidiCaps tempo bins (BPM edges): bin i covers [edge[i-1], edge[i]), 0 = below 40, 8 = 210 and above. The models'
+# TempoBin tokens and the evaluation's TB metric both use them.
+TEMPO_BIN_EDGES = (40, 60, 70, 90, 110, 140, 160, 210)
+
 # Pitch class of each spelling; enharmonic spellings share a class.
 PITCH_CLASS = {"C": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "F": 5, "F#": 6, "Gb": 6,
                "G": 7, "G#": 8, "Ab": 8, "A": 9, "A#": 10, "Bb": 10, "B": 11}
 # Spelling used when a pitch class is turned back into a name (flats for the black keys, as lo-fi charts do).
 PC_NAME = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+
+
+def tempo_bin(bpm: float) -> int:
+    """MidiCaps tempo bin, 0..8 (see TEMPO_BIN_EDGES)."""
+    return bisect.bisect_right(TEMPO_BIN_EDGES, float(bpm))
+
+
+class NoteEvent(NamedTuple):
+    """One note in absolute samples from the track start; end is exclusive (note-off sample)."""
+    start_sample: int
+    end_sample: int
+    pitch: int
+    velocity: int
 
 
 @dataclass
@@ -107,8 +132,7 @@ class Conditions:
     @property
     def scale_pcs(self) -> frozenset[int]:
         """Pitch classes of the key's scale (natural minor for minor)."""
-        steps = (0, 2, 4, 5, 7, 9, 11) if self.mode == "major" else (0, 2, 3, 5, 7, 8, 10)
-        return frozenset((self.tonic_pc + s) % 12 for s in steps)
+        return frozenset((self.tonic_pc + s) % 12 for s in SCALE_STEPS[self.mode])
 
     # ---- (de)serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

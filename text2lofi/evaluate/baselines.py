@@ -28,6 +28,9 @@ import pretty_midi
 import torch
 from torch import nn
 
+from rwkv_core.config import add_config_args, config_from_args
+from text2lofi.runtime import use_threads
+
 LOWEST_PITCH = 21                  # A0; the roll covers MIDI 21..126
 N_PITCHES = 106
 STEPS_PER_BEAT = 4                 # 16th notes
@@ -142,7 +145,7 @@ def train_convlstm(train_rolls: Sequence[np.ndarray], val_rolls: Sequence[np.nda
 
     Returns (model, info) where info holds epochs_run (fractional when the budget stops mid-epoch), losses, windows.
     """
-    torch.set_num_threads(config.threads)
+    use_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     x_tr, y_tr = roll_windows(train_rolls)
@@ -330,8 +333,8 @@ class MarkovChain:
 # ---------------------------------------------------------------------------------------------------------------
 
 def pop909_files(path: str | Path, split: str, val_pct: float = 5.0) -> list[tuple[str, Path]]:
-    """(piece id, MIDI path) of POP909 pieces on one side of text2lofi.data's deterministic split."""
-    from text2lofi.data import list_pop909, split_of
+    """(piece id, MIDI path) of POP909 pieces on one side of text2lofi.compose.data's deterministic split."""
+    from text2lofi.compose.data import list_pop909, split_of
 
     return [(it.id, Path(it.path) / f"{it.id}.mid") for it in list_pop909(str(path))
             if split_of(f"pop909/{it.id}", val_pct) == split]
@@ -357,26 +360,20 @@ def seed_windows(rolls: Sequence[np.ndarray], n: int, rng: np.random.Generator) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Train the baselines: `python -m text2lofi.baselines convlstm|markov ...`."""
+    """Train the baselines: `python -m text2lofi.evaluate.baselines convlstm|markov ...`."""
     ap = argparse.ArgumentParser(prog="text2lofi baselines", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     cv = sub.add_parser("convlstm", help="train the ConvLSTM port on POP909 (train split)")
-    cv.add_argument("--pop909", default="/work/shared/data/pop909", help="POP909 folder")
+    cv.add_argument("--pop909", required=True, help="POP909 folder")
     cv.add_argument("--out", default="checkpoints/baselines")
-    d = ConvLSTMTrainConfig()
-    for name in ("epochs", "batch_size", "max_train_windows", "max_val_windows", "seed", "threads"):
-        cv.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    cv.add_argument("--lr", type=float, default=d.lr)
-    cv.add_argument("--cpu-budget-s", type=float, default=d.cpu_budget_s)
+    add_config_args(cv, ConvLSTMTrainConfig)
     mk = sub.add_parser("markov", help="count the piano model's token bigrams from its training shards")
     mk.add_argument("--shards", default="data/piano", help="folder with train.bin (+ train.idx.npy) and meta.json")
     mk.add_argument("--out", default="checkpoints/baselines")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.cmd == "convlstm":
-        cfg = ConvLSTMTrainConfig(args.epochs, args.batch_size, args.lr, args.cpu_budget_s, args.max_train_windows,
-                                  args.max_val_windows, args.seed, args.threads)
-        torch.set_num_threads(cfg.threads)
+        cfg = config_from_args(ConvLSTMTrainConfig, args)
         t0 = time.monotonic()
         train, val = pop909_rolls(args.pop909, "train"), pop909_rolls(args.pop909, "val")
         print(f"piano rolls: {len(train)} train, {len(val)} val pieces ({time.monotonic() - t0:.0f} s)", flush=True)

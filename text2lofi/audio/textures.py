@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal
 
-SAMPLE_RATE = 44100
-TEXTURE_NAMES = ("vinyl", "tape_hiss", "rain", "thunder", "wind", "ocean", "birds", "cafe", "fireplace", "city")
+from text2lofi.conditions import SAMPLE_RATE, TEXTURES
 
 
 # ---- streaming building blocks ------------------------------------------------------------------------
@@ -144,7 +143,7 @@ def _pan(mono: np.ndarray, position: float) -> np.ndarray:
 class _Texture:
     def __init__(self, seed: int, sr: int):
         self.sr = sr
-        ss = np.random.SeedSequence([seed, TEXTURE_NAMES.index(self.name)])
+        ss = np.random.SeedSequence([seed, TEXTURES.index(self.name)])
         self.rngs = [np.random.default_rng(s) for s in ss.spawn(4)]   # independent streams per component
 
     def noise(self, n, channels=2, which=0):
@@ -372,10 +371,10 @@ class City(_Texture):
         return self.bed(self.noise(n)) * 1.5 + self.cars.render(n) + self.horns.render(n)
 
 
-TEXTURES = {cls.name: cls for cls in (Vinyl, TapeHiss, Rain, Thunder, Wind, Ocean, Birds, Cafe, Fireplace, City)}
+LAYERS = {cls.name: cls for cls in (Vinyl, TapeHiss, Rain, Thunder, Wind, Ocean, Birds, Cafe, Fireplace, City)}
 
 # Raw loudness (LUFS, first 20 s, seed 0) of each texture at unit gain, measured with pyloudnorm by
-# `python -m text2lofi.textures --calibrate`; the bed scales each to its place in the mix from these.
+# `python -m text2lofi.audio.textures --calibrate`; the bed scales each to its place in the mix from these.
 CALIBRATION_LUFS = {"vinyl": -30.1, "tape_hiss": 4.8, "rain": -6.4, "thunder": -30.7, "wind": -16.7,
                     "ocean": -20.8, "birds": -9.0, "cafe": -16.3, "fireplace": -25.8, "city": -18.5}
 # How far each texture sits from the bed level: constant beds quieter, occasional events a bit louder.
@@ -387,12 +386,12 @@ class TextureBed:
     """The textures asked for, summed at `level_db` LUFS (roughly, whatever their number), as one stream."""
 
     def __init__(self, textures, sample_rate: int = SAMPLE_RATE, seed: int = 0, level_db: float = -32.0):
-        unknown = [t for t in textures if t not in TEXTURES]
+        unknown = [t for t in textures if t not in LAYERS]
         if unknown:
-            raise ValueError(f"unknown textures {unknown}; known: {', '.join(TEXTURE_NAMES)}")
+            raise ValueError(f"unknown textures {unknown}; known: {', '.join(TEXTURES)}")
         self.names = list(dict.fromkeys(textures))
         self.sample_rate = sample_rate
-        self.layers = [TEXTURES[name](seed, sample_rate) for name in self.names]
+        self.layers = [LAYERS[name](seed, sample_rate) for name in self.names]
         share = 10.0 * np.log10(max(1, len(self.names)))           # k layers sum to about the bed level
         self.gains = [10.0 ** ((level_db - share + PRESENCE_LU[name] - CALIBRATION_LUFS[name]) / 20.0)
                       for name in self.names]
@@ -409,7 +408,7 @@ def _calibrate(seconds: float = 20.0) -> dict[str, float]:
 
     meter = pyloudnorm.Meter(SAMPLE_RATE)
     return {name: round(float(meter.integrated_loudness(cls(0, SAMPLE_RATE).render(int(seconds * SAMPLE_RATE)))), 1)
-            for name, cls in TEXTURES.items()}
+            for name, cls in LAYERS.items()}
 
 
 if __name__ == "__main__":

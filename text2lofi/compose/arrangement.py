@@ -1,6 +1,6 @@
 """The bar grid both parts share, chord symbols, and the section plan of a track.
 
-Everything here is pure and cheap: compose.py fills the plan with generated notes.
+Everything here is pure and cheap: composer.py fills the plan with generated notes.
 """
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ from typing import Iterator
 
 import numpy as np
 
-from text2lofi.conditions import PC_NAME, Conditions
-from text2lofi.tokenize import CHORD_QUALITIES, parse_chord as tokenize_chord
-
-SAMPLE_RATE = 44100
-BEATS_PER_BAR = 4  # lo-fi is 4/4; the tokenizers assume it too
+from text2lofi.compose.theory import chord_tones
+from text2lofi.conditions import BEATS_PER_BAR, PC_NAME, SAMPLE_RATE, Conditions
 
 
 @dataclass(frozen=True)
@@ -48,17 +45,6 @@ class BarGrid:
 
 
 # ---- chords ---------------------------------------------------------------------------------
-def parse_chord(symbol: str) -> tuple[int, tuple[int, ...]]:
-    """'Am9' -> (9, sorted pitch classes of its compact chord). Raises ValueError for unreadable symbols.
-
-    Uses the tokenizer's chord vocabulary, so what the mask allows is what the chord token means."""
-    parsed = tokenize_chord(symbol)
-    if parsed is None:
-        raise ValueError(f"unreadable chord symbol {symbol!r}")
-    root, quality = parsed
-    return root, tuple(sorted({(root + i) % 12 for i in CHORD_QUALITIES[quality]}))
-
-
 # Default seed progressions (scale degrees in semitones + quality) when the conditions carry none.
 _DEFAULT_PROGRESSIONS = {
     "major": [(0, "maj7"), (9, "m7"), (2, "m7"), (7, "7")],      # Imaj7 vi7 ii7 V7
@@ -71,7 +57,7 @@ def progression_for(c: Conditions) -> list[str]:
     usable = []
     for sym in c.progression:
         try:
-            parse_chord(sym)
+            chord_tones(sym)
             usable.append(sym)
         except ValueError:
             c.warnings.append(f"chord {sym!r} ignored: cannot read it")

@@ -30,9 +30,11 @@ import numpy as np
 import symusic
 from tqdm import tqdm
 
+from rwkv_core.config import add_config_args, config_from_args, opt
+
 from text2lofi.conditions import PITCH_CLASS
-from text2lofi.keys import estimate_key
-from text2lofi.tokenize import STYLES, MusicTokenizer
+from text2lofi.compose.theory import estimate_key
+from text2lofi.compose.tokenizer import STYLES, MusicTokenizer
 
 MAX_FILE_BYTES = 8 << 20     # bigger MIDI/ABC files are not music we want (or are broken)
 MAX_BEATS = 4 * 1500         # "absurdly long": more than 1500 bars of 4/4
@@ -67,7 +69,7 @@ class Skip(Exception):
 
 
 
-# ---- key finding (text2lofi.keys), for sources without a key annotation -------------------------------------
+# ---- key finding (text2lofi.compose.theory), for sources without a key annotation -------------------------------------
 def _pc_weights(score: symusic.Score) -> np.ndarray:
     w = np.zeros(12)
     for tr in score.tracks:
@@ -325,9 +327,9 @@ def split_of(piece_id: str, val_pct: float) -> str:
 @dataclass
 class PrepareConfig:
     source: str
-    path: str | None
     out: str
-    kind: str | None = None
+    path: str | None = opt(None, "data set folder (music21: optional, uses the installed corpus)")
+    kind: str | None = opt(None, "piano or drums; default: piano, drums for gmd")
     workers: int = 2
     max_len: int = 513            # ctx_len + 1: one training window per segment
     val_pct: float = 5.0          # % of pieces in validation (sources without their own split)
@@ -481,22 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="text2lofi data", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="turn a source into token shards + manifest")
-    p.add_argument("--source", required=True, choices=SOURCES)
-    p.add_argument("--path", help="data set folder (music21: optional, uses the installed corpus)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--kind", choices=("piano", "drums"), help="default: piano, drums for gmd")
-    d = PrepareConfig("", None, "")
-    p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument("--max-len", type=int, default=d.max_len)
-    p.add_argument("--val-pct", type=float, default=d.val_pct)
-    p.add_argument("--transpose", choices=("all", "none"), default=d.transpose)
-    p.add_argument("--tempo-jitter", type=float, default=d.tempo_jitter)
-    p.add_argument("--chunk", type=int, default=d.chunk)
-    p.add_argument("--limit", type=int)
-    p.add_argument("--seed", type=int, default=d.seed)
-    a = ap.parse_args(argv)
-    cfg = PrepareConfig(a.source, a.path, a.out, a.kind, a.workers, a.max_len, a.val_pct, a.transpose,
-                        a.tempo_jitter, a.chunk, a.limit, a.seed)
+    add_config_args(p, PrepareConfig, choices={"source": SOURCES, "kind": ("piano", "drums"),
+                                               "transpose": ("all", "none")})
+    cfg = config_from_args(PrepareConfig, ap.parse_args(argv))
     summary = prepare(cfg)
     print(json.dumps(summary, indent=1))
     return 0

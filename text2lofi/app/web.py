@@ -1,4 +1,4 @@
-"""The Gradio app: Create, Chat, Listen forever, Rate, Results, and the stable API.
+"""The Gradio page: Create, Chat, Listen forever, Rate, Results, and the stable API, wired to `app.studio.Studio`.
 
 API (names are a public contract, see docs/api.md):
   /generate  (prompt: str, duration_s: float | None, seed: int | None) -> (audio file, MIDI file, info dict)
@@ -8,10 +8,8 @@ Every other event is private (callable by the page only). Bad arguments raise gr
 """
 from __future__ import annotations
 
-import secrets
-import tempfile
+import contextlib
 import uuid
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,12 +19,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-import text2lofi
-from text2lofi.conditions import DURATION_RANGE, TEMPO_RANGE, TEXTURES, TONICS, Conditions
+from text2lofi.app.studio import Studio, StudioError
+from text2lofi.app.survey import MAX_COMMENT_CHARS, QUESTIONS, SurveyStore
+from text2lofi.conditions import DURATION_RANGE, SAMPLE_RATE, TEMPO_RANGE, TEXTURES, TONICS
 from text2lofi.pipeline import STAGES
-from text2lofi.survey import MAX_COMMENT_CHARS, QUESTIONS, SurveyStore
-
-SAMPLE_RATE = 44100           # Hz, what text2lofi.stream() yields
 EXAMPLES = [
     "rainy night study beats, 4 minutes",
     "sunny sunday morning coffee, jazzy, 2 minutes",
@@ -46,10 +42,6 @@ class AppConfig:
     listeners: int = 4                # simultaneous endless streams (each holds a worker thread)
 
 
-def _random_seed() -> int:
-    return secrets.randbelow(2**31)
-
-
 def _optional_number(text: str | None, name: str, lo: float, hi: float, whole: bool = False) -> float | None:
     """An override box: empty -> None (keep what the text says), else a number in lo..hi or a clear error."""
     text = (text or "").strip()
@@ -63,37 +55,6 @@ def _optional_number(text: str | None, name: str, lo: float, hi: float, whole: b
         kind = "a whole number" if whole else "a number"
         raise gr.Error(f"{name} must be {kind} from {lo:g} to {hi:g}, got {text}")
     return value
-
-
-def _describe(c: Conditions) -> str:
-    """One line a listener can read: what was actually generated."""
-    parts = [f"{c.tempo_bpm:.0f} BPM", f"{c.key} {c.mode}", f"{c.duration_s:g} s"]
-    parts.append("piano + drums" if c.piano and c.drums else ("piano only" if c.piano else "drums only"))
-    if c.textures:
-        parts.append("textures: " + ", ".join(c.textures))
-    parts.append(f"lo-fi {c.lofi_amount:.2f}")
-    parts.append(f"seed {c.seed}")
-    return " · ".join(parts)
-
-
-def piano_roll(midi, duration_s: float, path: Path) -> Path:
-    """PNG picture of a PrettyMIDI over the track's 0..duration_s: piano notes as bars (pitch over seconds),
-    drum hits as dots below."""
-    fig = Figure(figsize=(10, 4), dpi=90)
-    ax_piano, ax_drums = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    for inst in midi.instruments:
-        if inst.is_drum:
-            ax_drums.scatter([n.start for n in inst.notes], [n.pitch for n in inst.notes], s=6, c="#c05040")
-        else:
-            ax_piano.barh([n.pitch for n in inst.notes], [n.end - n.start for n in inst.notes],
-                          left=[n.start for n in inst.notes], height=0.8, color="#4060a0")
-    ax_piano.set_ylabel("piano pitch")
-    ax_drums.set_ylabel("drum")
-    ax_drums.set_xlabel("seconds")
-    ax_drums.set_xlim(0, duration_s)        # notes ringing past the end are cut off in the audio too
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
 
 
 def survey_table(summary: dict) -> list[list[Any]]:
@@ -122,54 +83,11 @@ def survey_plot(summary: dict) -> Figure:
     return fig
 
 
-class _Studio:
-    """The app's work: every event handler, sharing one survey store and one output folder."""
+class _Handlers:
+    """Gradio event handlers: read the widgets, call the Studio, turn StudioError into gr.Error. No policy here."""
 
-    def __init__(self, store: SurveyStore, config: AppConfig):
-        self.store, self.config = store, config
-        self.output_dir = Path(config.output_dir or tempfile.mkdtemp(prefix="text2lofi-app-"))
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-
-    # ---- shared steps -----------------------------------------------------------------------------
-    def _conditions(self, prompt: str, previous: dict | None, progress: Callable[[str, float], None],
-                    **overrides) -> Conditions:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise gr.Error("Type a prompt first, e.g. 'rainy night study beats, 2 minutes'.")
-        progress("interpreting", 0.0)
-        prev = Conditions.from_dict(previous) if previous else None
-        c = text2lofi.interpret(prompt, previous=prev)
-        changes = {k: v for k, v in overrides.items() if v is not None}
-        if "duration_s" in changes:
-            self._check_duration(float(changes["duration_s"]), "duration_s")
-        if changes:
-            c = c.replace(**changes)
-        self._check_duration(c.duration_s, "the prompt's length")
-        progress("interpreting", 1.0)
-        return c
-
-    def _check_duration(self, duration_s: float, what: str) -> None:
-        lo, hi = DURATION_RANGE[0], self.config.max_duration_s
-        if not lo <= duration_s <= hi:
-            raise gr.Error(f"{what} is {duration_s:g} s; this server makes tracks of {lo:g} to {hi:g} s.")
-
-    def _render(self, prompt: str, c: Conditions, progress: Callable[[str, float], None], stems: bool):
-        """Generate, write the files, record the generation. Returns (track, generation_id, files)."""
-        try:
-            track = text2lofi.generate(c, progress=progress)
-        except ValueError as exc:        # the pipeline's own "concise error" for bad input: show it
-            raise gr.Error(str(exc)) from exc
-        folder = Path(tempfile.mkdtemp(prefix="gen-", dir=self.output_dir))
-        files = {"wav": track.save(folder / "track.wav"), "midi": track.save(folder / "track.mid")}
-        if stems:
-            files["mp3"] = track.save(folder / "track.mp3")
-            files["stems"] = folder / "stems.zip"
-            with zipfile.ZipFile(files["stems"], "w") as z:
-                for p in track.save_stems(folder / "stems"):
-                    z.write(p, p.name)
-            files["piano_roll"] = piano_roll(track.midi, track.duration_s, folder / "piano_roll.png")
-        gid = self.store.record_generation(prompt, track.conditions.to_dict(), seed=track.conditions.seed,
-                                           model_versions=track.metadata.get("models", {}), files=files)
-        return track, gid, files
+    def __init__(self, studio: Studio, config: AppConfig):
+        self.studio, self.config = studio, config
 
     @staticmethod
     def _progress(bar: gr.Progress) -> Callable[[str, float], None]:
@@ -184,97 +102,77 @@ class _Studio:
         return report
 
     # ---- API --------------------------------------------------------------------------------------
-    def api_generate(self, prompt: str, duration_s: float | None, seed: int | None,
-                     progress=gr.Progress()):
-        report = self._progress(progress)
-        if seed is not None and (seed < 0 or seed != int(seed)):
-            raise gr.Error(f"seed must be a whole number >= 0, got {seed}")
-        seed = _random_seed() if seed is None else int(seed)
-        c = self._conditions(prompt, None, report, duration_s=duration_s, seed=seed)
-        track, gid, files = self._render(prompt, c, report, stems=False)
-        info = {"generation_id": gid, "conditions": track.conditions.to_dict(),
-                "duration_s": track.duration_s, "models": track.metadata.get("models", {})}
-        return str(files["wav"]), str(files["midi"]), info
+    def api_generate(self, prompt: str, duration_s: float | None, seed: int | None, progress=gr.Progress()):
+        with _shown():
+            g = self.studio.create(prompt, seed=seed, duration_s=duration_s, progress=self._progress(progress))
+        return str(g.files["wav"]), str(g.files["midi"]), g.info()
 
     def api_interpret(self, prompt: str, previous: dict | None) -> dict:
-        if previous is not None and not isinstance(previous, dict):
-            raise gr.Error("previous must be a conditions dict (as returned by /interpret) or None")
-        try:
-            return self._conditions(prompt, previous, lambda *_: None).to_dict()
-        except TypeError as exc:                       # e.g. a field of `previous` of the wrong type
-            raise gr.Error(f"previous is not a valid conditions dict: {exc}") from exc
+        with _shown():
+            return self.studio.conditions(prompt, previous).to_dict()
 
     def rate(self, generation_id: str, clarity: int, quality: int, match: int, comment: str,
              rater: str | None, request: gr.Request) -> dict:
         # Page users carry an anonymous id from their browser; API clients are one rater per client session.
-        rater_id = rater or f"api-{request.session_hash}"
-        try:
-            return self.store.rate((generation_id or "").strip(), rater_id, clarity, quality, match,
-                                   comment or "")
-        except ValueError as exc:
-            raise gr.Error(str(exc)) from exc
+        with _shown():
+            return self.studio.rate(generation_id, rater or f"api-{request.session_hash}", clarity, quality, match,
+                                    comment)
 
     # ---- page-only events -------------------------------------------------------------------------
     def create(self, prompt, duration_s, tempo_bpm, key, seed, lofi_amount, textures, progress=gr.Progress()):
-        report = self._progress(progress)
-        seed = _optional_number(seed, "seed", 0, 2**31 - 1, whole=True)
-        c = self._conditions(prompt, None, report,
-                             duration_s=_optional_number(duration_s, "duration", *DURATION_RANGE),
-                             tempo_bpm=_optional_number(tempo_bpm, "tempo", *TEMPO_RANGE),
-                             key=key or None, seed=_random_seed() if seed is None else int(seed),
-                             lofi_amount=_optional_number(lofi_amount, "lo-fi amount", 0.0, 1.0),
-                             textures=textures or None)
-        track, gid, files = self._render(prompt, c, report, stems=True)
-        downloads = [str(files[k]) for k in ("wav", "mp3", "midi", "stems")]
-        shown = {"generation_id": gid, **track.conditions.to_dict()}
-        return (str(files["wav"]), downloads, str(files["piano_roll"]), shown, _describe(track.conditions),
-                gid, f"Rating: “{prompt.strip()}” ({_describe(track.conditions)})")
+        with _shown():
+            g = self.studio.create(
+                prompt, seed=_optional_number(seed, "seed", 0, 2**31 - 1, whole=True), extras=True,
+                progress=self._progress(progress),
+                duration_s=_optional_number(duration_s, "duration", *DURATION_RANGE),
+                tempo_bpm=_optional_number(tempo_bpm, "tempo", *TEMPO_RANGE), key=key or None,
+                lofi_amount=_optional_number(lofi_amount, "lo-fi amount", 0.0, 1.0), textures=textures or None)
+        downloads = [str(g.files[k]) for k in ("wav", "mp3", "midi", "stems")]
+        shown = {"generation_id": g.id, **g.conditions.to_dict()}
+        return (str(g.files["wav"]), downloads, str(g.files["piano_roll"]), shown, g.describe(), g.id,
+                f"Rating: “{prompt.strip()}” ({g.describe()})")
 
     def chat(self, message: str, history: list, previous: dict | None, progress=gr.Progress()):
-        report = self._progress(progress)
-        c = self._conditions(message, previous, report)
-        if previous is None:
-            c = c.replace(seed=_random_seed())
-        track, gid, files = self._render(message, c, report, stems=False)
+        with _shown():
+            g = self.studio.create(message, previous=previous, progress=self._progress(progress))
         history = list(history or []) + [
             {"role": "user", "content": message},
-            {"role": "assistant", "content": gr.Audio(str(files["wav"]))},
-            {"role": "assistant", "content": _describe(track.conditions)},
+            {"role": "assistant", "content": gr.Audio(str(g.files["wav"]))},
+            {"role": "assistant", "content": g.describe()},
         ]
-        return (history, track.conditions.to_dict(), "", gid,
-                f"Rating: “{message.strip()}” ({_describe(track.conditions)})")
+        return (history, g.conditions.to_dict(), "", g.id, f"Rating: “{message.strip()}” ({g.describe()})")
 
     def listen(self, prompt: str):
         """Endless stream: (sample_rate, int16 samples) messages of listen_chunk_s seconds each."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise gr.Error("Type a mood first, e.g. 'rainy night study beats'.")
-        # No length check: a stream is endless whatever length the text mentions.
-        c = text2lofi.interpret(prompt).replace(seed=_random_seed())
-        for chunk in text2lofi.stream(c, chunk_s=self.config.listen_chunk_s):    # (n, 2) float32
+        with _shown():
+            chunks = self.studio.listen(prompt, self.config.listen_chunk_s)
+        for chunk in chunks:                                             # (n, 2) float32
             yield SAMPLE_RATE, (np.clip(chunk, -1.0, 1.0) * 32767).astype(np.int16)
 
     def results(self):
-        summary = self.store.summary()
+        summary = self.studio.store.summary()
         counts = (f"**{summary['ratings']}** ratings from **{summary['raters']}** raters of "
                   f"**{summary['rated_generations']}** tracks ({summary['generations']} generated).")
         return counts, survey_table(summary), survey_plot(summary)
 
     def export(self, password: str):
-        try:
-            text = self.store.export_csv(password)
-        except PermissionError as exc:
-            raise gr.Error(str(exc)) from exc
-        path = Path(tempfile.mkdtemp(prefix="export-", dir=self.output_dir)) / "text2lofi-survey.csv"
-        path.write_text(text, encoding="utf-8")
-        return str(path)
+        with _shown():
+            return str(self.studio.export_csv(password))
 
     def comments(self, password: str):
-        try:
-            rows = self.store.comments(password)
-        except PermissionError as exc:
-            raise gr.Error(str(exc)) from exc
+        with _shown():
+            rows = self.studio.comments(password)
         return [[r["created_at"], r["prompt"], r["clarity"], r["quality"], r["match"], r["comment"]]
                 for r in rows]
+
+
+@contextlib.contextmanager
+def _shown():
+    """A refused request reaches the page and the API client as its own message (gr.Error), not a generic one."""
+    try:
+        yield
+    except StudioError as exc:
+        raise gr.Error(str(exc)) from exc
 
 
 def _ensure_rater(stored: str | None):
@@ -285,7 +183,7 @@ def _ensure_rater(stored: str | None):
 def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
     """The whole page and its API on one store, queue set up; the caller launches it."""
     config = config or AppConfig()
-    studio = _Studio(store, config)
+    studio = _Handlers(Studio(store, config.output_dir, config.max_duration_s), config)
     gen = dict(concurrency_limit=config.concurrency, concurrency_id="generate")
 
     with gr.Blocks(title="text2lofi") as demo:

@@ -50,7 +50,7 @@ def check(expect: dict, c: Conditions, prev: Conditions | None = None) -> dict[s
 def score_prompts(path: str | Path, interpret_fn: Callable | None = None) -> dict:
     """-> {"prompts", "attributes", "attr_acc", "prompt_acc", "failures": [{id, text, failed, got}]}."""
     if interpret_fn is None:
-        from text2lofi.instruct import interpret as interpret_fn
+        from text2lofi.instruct.interpreter import interpret as interpret_fn
     n_attr = ok_attr = n_prompt = ok_prompt = 0
     failures = []
     for line in Path(path).read_text().splitlines():

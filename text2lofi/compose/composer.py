@@ -3,7 +3,7 @@
 Both models are primed with their condition tokens, then sampled in recurrent mode through the project's one
 sampler (rwkv_core.sampling.TokenStream). Logit masks keep the token grammar valid, keep piano pitches in the
 key's scale or the current chord, and keep positions inside a bar moving forward. The arrangement (intro, loops
-with variation, breaks, outro) comes from text2lofi.arrangement.
+with variation, breaks, outro) comes from text2lofi.compose.arrangement.
 """
 from __future__ import annotations
 
@@ -19,13 +19,12 @@ import torch
 
 from rwkv_core import load
 from rwkv_core.sampling import ContextWindow, SamplingConfig, TokenStream
-from text2lofi.arrangement import (BarGrid, Section, parse_chord, plan_sections, progression_for,
-                                   tonic_chord)
-from text2lofi.conditions import Conditions
-from text2lofi.render import NoteEvent
-from text2lofi.tokenize import MusicTokenizer, Note
+from text2lofi.compose.arrangement import BarGrid, Section, plan_sections, progression_for, tonic_chord
+from text2lofi.compose.theory import chord_tones
+from text2lofi.compose.tokenizer import MusicTokenizer, Note
+from text2lofi.conditions import SAMPLE_RATE, Conditions, NoteEvent
+from text2lofi.resources import checkpoints_dir
 
-CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 PIANO_RANGE = (36, 96)          # MIDI pitches the piano may sample: C2..C7, nothing shrill or muddy
 # A guard against a bar that never ends, not a density control: at 72 the retrained piano hit it in 33 of 59 bars
 # (about 28 notes x 3 tokens is its natural bar) and the cut bars left the last half beat silent, a -4 to -13 dB
@@ -46,7 +45,7 @@ class MusicModel:
 @functools.lru_cache(maxsize=4)
 def load_music_model(kind: str, checkpoint_dir: str | None = None) -> MusicModel:
     """Load checkpoints/<kind>/ (exactly one .pth + sidecar + tokenizer config). Cached per process."""
-    folder = Path(checkpoint_dir) if checkpoint_dir else CHECKPOINTS / kind
+    folder = Path(checkpoint_dir) if checkpoint_dir else checkpoints_dir() / kind
     weights = sorted(folder.glob("*.pth"))
     if len(weights) != 1:
         raise FileNotFoundError(f"expected exactly one .pth in {folder}, found {len(weights)}")
@@ -167,7 +166,7 @@ class Composer:
     """Bars of piano + drums for Conditions, on one BarGrid. `bars(n)` for a fixed length, `bars(None)` forever."""
 
     def __init__(self, c: Conditions, piano: MusicModel | None = None, drums: MusicModel | None = None,
-                 sample_rate: int = 44100, sampling: SamplingConfig | None = None):
+                 sample_rate: int = SAMPLE_RATE, sampling: SamplingConfig | None = None):
         self.c = c
         self.grid = BarGrid(c.tempo_bpm, sample_rate)
         self.generator = torch.Generator().manual_seed(c.seed)
@@ -183,7 +182,7 @@ class Composer:
             prefix = drums.tokenizer.condition_prefix(tempo_bpm=c.tempo_bpm, style=drum_style(c))
             self.drums = PartWriter(drums, prefix, sampling, self.generator)
         self.progression = progression_for(c)
-        self._chord_pcs = {s: parse_chord(s)[1] for s in self.progression + [tonic_chord(c)]}
+        self._chord_pcs = {s: chord_tones(s)[1] for s in self.progression + [tonic_chord(c)]}
 
     @property
     def versions(self) -> dict[str, str]:
@@ -204,14 +203,14 @@ class Composer:
         the root, CK 0.700 -> 0.675 and CKD 0.975 -> 0.925 on the 40 prompts of seed 0, CK 0.583 -> 0.625 and
         CKD 0.892 -> 0.917 on 120 prompts of seed 1. It costs consonance on both: 0.873 -> 0.848 and 0.875 -> 0.846
         (passing tones over the held root). All measured with the earlier 72-token piano bar cap."""
-        root = parse_chord(chord)[0]
+        root = chord_tones(chord)[0]
         if any(n.pitch < 52 and n.pitch % 12 == root and n.onset < 0.5 for n in notes):
             return notes
         return notes + [Note(0.0, 3.9, 36 + root if root >= 4 else 48 + root, 58)]
 
     def _final_chord(self) -> list[Note]:
         """A held tonic chord: root in the bass, chord tones above middle C. The cadence the track ends on."""
-        root, pcs = parse_chord(tonic_chord(self.c))
+        root, pcs = chord_tones(tonic_chord(self.c))
         voicing = [36 + root] + sorted(60 + (pc - root) % 12 + root % 12 for pc in pcs)
         return [Note(0.0, 4.0, p, 62 if i else 70) for i, p in enumerate(voicing)]
 
@@ -271,7 +270,7 @@ class Composer:
 
 
 def bars_to_midi(bars: list[ComposedBar], c: Conditions, piano_program: int = 0,
-                 sample_rate: int = 44100, n_samples: int | None = None) -> pretty_midi.PrettyMIDI:
+                 sample_rate: int = SAMPLE_RATE, n_samples: int | None = None) -> pretty_midi.PrettyMIDI:
     """Both parts on one tempo map: a single tempo event, note times from the shared grid.
     With n_samples, notes are cut where the audio ends (the last bar is trimmed to the exact length)."""
     end = n_samples if n_samples is not None else (bars[-1].end_sample if bars else 0)

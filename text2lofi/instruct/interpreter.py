@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from text2lofi.conditions import PC_NAME, PITCH_CLASS, TEXTURES, Conditions
-from text2lofi.instruct_data import PromptBank, Target, energy_bin, implied, load_bank, tempo_bin, texture_ops
-from text2lofi.instruct_lm import (CHECKPOINT_DIR, InstructLM, Retriever, SentenceEmbedder, lm_input_words)
-from text2lofi.textparse import PARSER_WORDS, Parsed, Speller, parse, segments
+from text2lofi.instruct.data import PromptBank, Target, energy_bin, implied, load_bank, tempo_token, texture_ops
+from text2lofi.instruct.lm import InstructLM, Retriever, SentenceEmbedder, checkpoint_dir, lm_input_words
+from text2lofi.instruct.parse import PARSER_WORDS, Parsed, Speller, parse, segments
 
 MAX_CHARS = 2000                  # longer prompts are truncated (with a warning)
 TEMPO_STEP = (0.87, 1.14)         # "slower" / "faster" without an amount: about -13% / +14%
@@ -36,7 +36,8 @@ class Interpreter:
     lm: InstructLM | None          # None: retrieval-rule baseline (the ablation without the LM)
 
     @classmethod
-    def load(cls, checkpoint: Path = CHECKPOINT_DIR, use_lm: bool = True) -> "Interpreter":
+    def load(cls, checkpoint: Path | None = None, use_lm: bool = True) -> "Interpreter":
+        checkpoint = checkpoint or checkpoint_dir()
         bank = load_bank()
         embedder = SentenceEmbedder()
         cache = checkpoint / "lexicon_embeddings.npy" if checkpoint.exists() else None
@@ -142,7 +143,7 @@ def rule_target(entries, bank: PromptBank, is_edit: bool) -> Target:
     """The baseline without the LM: the lexicon's combination rule applied to the retrieved entries."""
     imp = implied(entries, bank.moods)
     if not is_edit:
-        return Target(tempo=str(tempo_bin(imp.tempo)) if imp.tempo else "keep",
+        return Target(tempo=str(tempo_token(imp.tempo)) if imp.tempo else "keep",
                       energy=str(energy_bin(imp.energy)) if imp.energy is not None else "keep",
                       mode=imp.mode or "keep", textures=texture_ops(False, set(), set(imp.textures)),
                       mood=imp.mood or None)

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 44100
+from text2lofi.audio.loudness import integrated_loudness
+from text2lofi.conditions import SAMPLE_RATE
+
 SLICE = 1 << 17          # frames processed at a time inside a call, so memory stays flat for huge chunks
 CONTROL_STEP = 64        # samples between evaluations of slow modulations (wow/flutter delay)
 TP_HALF = 4              # half-length of the true-peak interpolator, samples
@@ -274,17 +276,6 @@ class PeakLimiter:
         out = np.concatenate(parts) if parts else np.zeros((0, 2), np.float32)
         assert len(out) == n, "look-ahead longer than the latency"   # guaranteed by latency = 3 blocks
         return out
-
-
-
-
-def integrated_loudness(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
-    """ITU-R BS.1770 integrated loudness in LUFS (pyloudnorm); -inf for silence or < 0.4 s."""
-    import pyloudnorm
-
-    if len(audio) < int(0.4 * sample_rate) or not np.any(audio):
-        return float("-inf")
-    return float(pyloudnorm.Meter(sample_rate).integrated_loudness(np.asarray(audio, np.float64)))
 
 
 class Master:

@@ -13,10 +13,8 @@ decoded back to an `is_drum=True` part (`to_midi`).
 """
 from __future__ import annotations
 
-import bisect
 import io
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -27,13 +25,13 @@ import pretty_midi
 import symusic
 import torch
 
-from text2lofi.conditions import PC_NAME, PITCH_CLASS
+from text2lofi.compose.theory import CHORD_QUALITIES, detect_chord, read_chord
+from text2lofi.conditions import PC_NAME, PITCH_CLASS, TEMPO_BIN_EDGES, tempo_bin
 
 if TYPE_CHECKING:
-    from text2lofi.data import Piece
+    from text2lofi.compose.data import Piece
 
-# MidiCaps-like tempo edges (BPM): bin i covers [edge[i-1], edge[i]); 8 bins, 0 = below 40, 7 = 160 and above.
-TEMPO_BINS = (40, 60, 70, 90, 110, 140, 160)
+N_TEMPO_TOKENS = 8         # TempoBin_0..7: MidiCaps bins (conditions.TEMPO_BIN_EDGES), the last from 160 BPM up
 # A representative BPM for each bin (what a sampled bin means when turned back into a tempo).
 TEMPO_BIN_CENTRES = (35.0, 50.0, 65.0, 80.0, 100.0, 125.0, 150.0, 175.0)
 
@@ -41,13 +39,6 @@ TEMPO_BIN_CENTRES = (35.0, 50.0, 65.0, 80.0, 100.0, 125.0, 150.0, 175.0)
 STYLES = ("pop", "folk", "classical", "lofi", "other",
           "rock", "funk", "jazz", "latin", "hiphop", "soul", "afrocuban", "punk", "neworleans", "country",
           "reggae", "gospel", "afrobeat", "dance", "blues", "highlife", "middleeastern")
-
-# Compact chord vocabulary: 12 roots x these qualities, plus Chord_N (no chord). Intervals from the root.
-CHORD_QUALITIES = {
-    "maj": (0, 4, 7), "min": (0, 3, 7), "7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11), "min7": (0, 3, 7, 10),
-    "dim": (0, 3, 6), "aug": (0, 4, 8), "sus2": (0, 2, 7), "sus4": (0, 5, 7), "hdim7": (0, 3, 6, 10),
-    "dim7": (0, 3, 6, 9),
-}
 
 # Reduced drum kit: name -> the GM note it is written as.
 DRUM_KIT = {"kick": 36, "rim": 37, "snare": 38, "clap": 39, "closed_hat": 42, "low_tom": 43, "open_hat": 46,
@@ -69,57 +60,10 @@ class Note:
     velocity: int     # 1..127
 
 
-_HARTE = {"maj": "maj", "min": "min", "7": "7", "maj7": "maj7", "min7": "min7", "dim": "dim", "aug": "aug",
-          "sus2": "sus2", "sus4": "sus4", "hdim7": "hdim7", "dim7": "dim7", "maj6": "maj", "min6": "min",
-          "9": "7", "11": "7", "13": "7", "maj9": "maj7", "maj11": "maj7", "maj13": "maj7", "min9": "min7",
-          "min11": "min7", "min13": "min7", "minmaj7": "min", "1": "maj", "5": "maj", "": "maj"}
-# Lead-sheet suffixes, longest first so "m7b5" wins over "m7" and "m".
-_LEAD = (("m7b5", "hdim7"), ("min7b5", "hdim7"), ("ø7", "hdim7"), ("ø", "hdim7"), ("dim7", "dim7"), ("°7", "dim7"),
-         ("o7", "dim7"), ("dim", "dim"), ("°", "dim"), ("aug", "aug"), ("+", "aug"), ("mmaj7", "min"),
-         ("mM7", "min"), ("maj13", "maj7"), ("maj9", "maj7"), ("maj7", "maj7"), ("M7", "maj7"), ("Δ", "maj7"),
-         ("min7", "min7"), ("min9", "min7"), ("m13", "min7"), ("m11", "min7"), ("m9", "min7"), ("m7", "min7"),
-         ("-7", "min7"), ("min", "min"), ("m6", "min"), ("m", "min"), ("-", "min"), ("sus2", "sus2"),
-         ("sus4", "sus4"), ("sus", "sus4"), ("13", "7"), ("11", "7"), ("9", "7"), ("7", "7"), ("6", "maj"),
-         ("add9", "maj"), ("maj", "maj"), ("5", "maj"), ("", "maj"))
-
-
-def parse_chord(symbol: str) -> tuple[int, str] | None:
-    """'Am7', 'C:maj', 'F#m7b5', 'G:7/3', 'N' -> (root pitch class, quality) or None (no chord / unreadable)."""
-    s = str(symbol).strip()
-    m = re.match(r"^([A-Ga-g])([#b♯♭]?)(.*)$", s)
-    if not m:
-        return None
-    root_name = m.group(1).upper() + m.group(2).replace("♯", "#").replace("♭", "b")
-    root, rest = PITCH_CLASS[root_name], m.group(3)
-    if rest.startswith(":"):  # Harte notation (POP909): quality, optional (extensions), optional /bass
-        q = re.split(r"[(/]", rest[1:], maxsplit=1)[0]
-        return (root, _HARTE[q]) if q in _HARTE else None
-    rest = rest.split("/")[0]
-    for suffix, quality in _LEAD:
-        if rest.startswith(suffix):
-            return root, quality
-    return None
-
-
-def detect_chord(weights: np.ndarray) -> tuple[int, str] | None:
-    """Best (root, quality) for a 12-bin pitch-class weight vector (e.g. duration-weighted), None if silent."""
-    total = float(weights.sum())
-    if total <= 0:
-        return None
-    best, best_score = None, -np.inf
-    for quality, intervals in CHORD_QUALITIES.items():
-        for root in range(12):
-            inside = sum(weights[(root + i) % 12] for i in intervals)
-            # Penalise pitch classes outside the chord and, slightly, bigger chords (prefer the plain triad);
-            # a sounding root breaks ties (a lone G is G major, not C major).
-            score = inside - 0.6 * (total - inside) - 0.04 * total * len(intervals) + 0.1 * weights[root]
-            if score > best_score:
-                best, best_score = (root, quality), score
-    return best
-
-
-def tempo_bin(bpm: float) -> int:
-    return bisect.bisect_right(TEMPO_BINS, float(bpm))
+def tempo_token_bin(bpm: float) -> int:
+    """The TempoBin token's index: MidiCaps bins 0..7, bin 7 also takes 210 BPM and above (the vocabulary was
+    built with 8 TempoBin tokens; Conditions never go above 160 BPM)."""
+    return min(tempo_bin(bpm), N_TEMPO_TOKENS - 1)
 
 
 def _to_score(midi: Any) -> symusic.Score:
@@ -142,7 +86,7 @@ class MusicTokenizer:
         self.positions_per_bar = 4 * max(remi.config.beat_res.values())
         self._base = dict(remi.vocab)                       # MidiTok token string -> id
         extras = [f"Key_{n}" for n in PC_NAME] + ["Mode_major", "Mode_minor"]
-        extras += [f"TempoBin_{i}" for i in range(len(TEMPO_BINS) + 1)] + [f"Style_{s}" for s in STYLES]
+        extras += [f"TempoBin_{i}" for i in range(N_TEMPO_TOKENS)] + [f"Style_{s}" for s in STYLES]
         if kind == "piano":
             extras += ["Chord_N"] + [f"Chord_{PC_NAME[r]}:{q}" for r in range(12) for q in CHORD_QUALITIES]
         self.vocab = dict(self._base)
@@ -193,7 +137,7 @@ class MusicTokenizer:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description (kept in the data's meta.json and next to the checkpoints)."""
         return {"kind": self.kind, "vocab_size": self.vocab_size, "positions_per_bar": self.positions_per_bar,
-                "tempo_bins": list(TEMPO_BINS), "drum_kit": DRUM_KIT if self.kind == "drums" else None,
+                "tempo_bins": list(TEMPO_BIN_EDGES[:N_TEMPO_TOKENS - 1]), "drum_kit": DRUM_KIT if self.kind == "drums" else None,
                 "miditok": self.remi.config.to_dict(serialize=True), "vocab": self.vocab}
 
     # ---- token queries ----------------------------------------------------------------------
@@ -226,7 +170,7 @@ class MusicTokenizer:
             return None
         if str(symbol).strip() in ("N", "N.C.", "NC", ""):
             return self.vocab["Chord_N"]
-        parsed = parse_chord(symbol)
+        parsed = read_chord(symbol)
         return None if parsed is None else self.vocab[f"Chord_{PC_NAME[parsed[0]]}:{parsed[1]}"]
 
     def _chord_id(self, parsed: tuple[int, str] | None) -> int:
@@ -236,7 +180,7 @@ class MusicTokenizer:
                          style: str = "other") -> list[int]:
         """[BOS, Key, Mode, TempoBin, Style] (piano) or [BOS, TempoBin, Style] (drums)."""
         style = style if style in STYLES else "other"
-        tail = [self.vocab[f"TempoBin_{tempo_bin(tempo_bpm)}"], self.vocab[f"Style_{style}"]]
+        tail = [self.vocab[f"TempoBin_{tempo_token_bin(tempo_bpm)}"], self.vocab[f"Style_{style}"]]
         if self.kind == "drums":
             return [self.bos_id] + tail
         return [self.bos_id, self.vocab[f"Key_{PC_NAME[int(key_pc) % 12]}"], self.vocab[f"Mode_{mode}"]] + tail
@@ -347,7 +291,7 @@ class MusicTokenizer:
                 if overlap > best_overlap:
                     best, best_overlap = symbol, overlap
             if best is not None:
-                parsed = parse_chord(best)
+                parsed = read_chord(best)
                 parsed = None if parsed is None else ((parsed[0] + transpose) % 12, parsed[1])
             else:
                 parsed = detect_chord(weights[b])

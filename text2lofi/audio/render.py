@@ -12,13 +12,13 @@ import threading
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from text2lofi.effects import integrated_loudness
+from text2lofi.audio.loudness import integrated_loudness
+from text2lofi.conditions import SAMPLE_RATE, NoteEvent
 
-SAMPLE_RATE = 44100
 DEBIAN_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")   # Debian package fluid-soundfont-gm
 DRUM_CHANNEL = 9          # General MIDI percussion channel
 DRUM_BANK = 128           # SoundFont bank holding the GM drum kits
@@ -42,14 +42,6 @@ PIANO_DRUM_LU = 3.0
 STEM_PIANO_LUFS = -20.0   # where the piano stem lands after balancing: headroom for effects before mastering
 MAX_STEM_GAIN_DB = 40.0   # never boost a near-silent stem by more than this
 SILENCE_LUFS = -70.0      # BS.1770 absolute gate: anything quieter counts as silent
-
-
-class NoteEvent(NamedTuple):
-    """One note in absolute samples from the track start; end is exclusive (note-off sample)."""
-    start_sample: int
-    end_sample: int
-    pitch: int
-    velocity: int
 
 
 # ---- locating FluidSynth and a soundfont -----------------------------------------------------------

@@ -1,0 +1,220 @@
+"""The studio: everything the page and the API do, as one typed service with no web framework in it.
+
+It owns the policy the shells must not: which lengths this server makes, how seeds are chosen, how a text edit
+and explicit overrides combine, which files a generation writes, and what is recorded for the survey. The Gradio
+page and API (`app.web`) call these methods and only translate `StudioError` into the page's error; tests drive
+the same methods in-process.
+
+    studio = Studio(SurveyStore("sqlite:///survey.db"), output_dir=Path("out"))
+    g = studio.create("rainy night study beats", duration_s=30, seed=7)      # -> Generation (files on disk)
+    g2 = studio.refine(g.id, "slower, drop the rain")                        # same seed, edited conditions
+    studio.rate(g2.id, rater_id="web-1", clarity=4, quality=5, match=4)
+"""
+from __future__ import annotations
+
+import collections
+import secrets
+import tempfile
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from text2lofi.app.survey import SurveyStore
+from text2lofi.conditions import DURATION_RANGE, Conditions
+from text2lofi.pipeline import Progress, Track, generate, resolve, stream
+
+SEED_RANGE = (0, 2**31 - 1)       # Conditions keep 31-bit seeds
+HISTORY_SIZE = 50                 # generations `history()` remembers, newest first
+
+
+class StudioError(ValueError):
+    """A request the studio refuses; the message names the field and says what is allowed."""
+
+
+def new_seed() -> int:
+    return secrets.randbelow(SEED_RANGE[1] + 1)
+
+
+def describe(c: Conditions) -> str:
+    """One line a listener can read: what was actually generated."""
+    parts = [f"{c.tempo_bpm:.0f} BPM", f"{c.key} {c.mode}", f"{c.duration_s:g} s"]
+    parts.append("piano + drums" if c.piano and c.drums else ("piano only" if c.piano else "drums only"))
+    if c.textures:
+        parts.append("textures: " + ", ".join(c.textures))
+    parts.append(f"lo-fi {c.lofi_amount:.2f}")
+    parts.append(f"seed {c.seed}")
+    return " · ".join(parts)
+
+
+def piano_roll(midi, duration_s: float, path: Path) -> Path:
+    """PNG picture of a PrettyMIDI over the track's 0..duration_s: piano notes as bars (pitch over seconds),
+    drum hits as dots below."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), dpi=90)
+    ax_piano, ax_drums = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for inst in midi.instruments:
+        if inst.is_drum:
+            ax_drums.scatter([n.start for n in inst.notes], [n.pitch for n in inst.notes], s=6, c="#c05040")
+        else:
+            ax_piano.barh([n.pitch for n in inst.notes], [n.end - n.start for n in inst.notes],
+                          left=[n.start for n in inst.notes], height=0.8, color="#4060a0")
+    ax_piano.set_ylabel("piano pitch")
+    ax_drums.set_ylabel("drum")
+    ax_drums.set_xlabel("seconds")
+    ax_drums.set_xlim(0, duration_s)        # notes ringing past the end are cut off in the audio too
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One made track: its survey id, the text that asked for it, the track and the files written for it."""
+    id: str
+    prompt: str
+    track: Track = field(repr=False)
+    files: dict[str, Path]
+
+    @property
+    def conditions(self) -> Conditions:
+        return self.track.conditions
+
+    def describe(self) -> str:
+        return describe(self.conditions)
+
+    def info(self) -> dict:
+        """What the API returns beside the files."""
+        return {"generation_id": self.id, "conditions": self.conditions.to_dict(),
+                "duration_s": self.track.duration_s, "models": self.track.metadata.get("models", {})}
+
+
+def _no_progress(stage: str, fraction: float) -> None:
+    pass
+
+
+class Studio:
+    """Create, refine, rate and list tracks over one survey store and one output folder. Thread-safe: the app
+    runs several requests at once."""
+
+    def __init__(self, store: SurveyStore, output_dir: Path | None = None, max_duration_s: float = 600.0):
+        if not DURATION_RANGE[0] <= max_duration_s <= DURATION_RANGE[1]:
+            raise ValueError(f"max_duration_s must be within {DURATION_RANGE[0]:g}..{DURATION_RANGE[1]:g} s")
+        self.store, self.max_duration_s = store, float(max_duration_s)
+        self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="text2lofi-app-"))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._history: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=HISTORY_SIZE)
+        self._lock = threading.Lock()
+
+    # ---- policy ---------------------------------------------------------------------------------------------
+    def check_duration(self, duration_s: float, what: str = "duration_s") -> None:
+        lo, hi = DURATION_RANGE[0], self.max_duration_s
+        if not lo <= duration_s <= hi:
+            raise StudioError(f"{what} is {duration_s:g} s; this server makes tracks of {lo:g} to {hi:g} s.")
+
+    @staticmethod
+    def check_seed(seed) -> int | None:
+        if seed is None:
+            return None
+        if isinstance(seed, bool) or not isinstance(seed, (int, float)) or seed != int(seed) \
+                or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+            raise StudioError(f"seed must be a whole number from {SEED_RANGE[0]} to {SEED_RANGE[1]}, got {seed!r}")
+        return int(seed)
+
+    def conditions(self, prompt: str, previous: Conditions | dict | None = None, seed: int | None = None,
+                   progress: Progress | None = None, **overrides) -> Conditions:
+        """The text read as an edit of `previous` (if any), then the overrides that are not None. A fresh prompt
+        with no seed gets a new random one; an edit keeps the previous seed unless one is given."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise StudioError("prompt is empty: type what you want to hear, e.g. 'rainy night study beats, "
+                              "2 minutes'.")
+        if previous is not None and not isinstance(previous, (Conditions, dict)):
+            raise StudioError("previous must be a conditions dict (as returned by /interpret) or None")
+        seed = self.check_seed(seed)
+        if overrides.get("duration_s") is not None:
+            self.check_duration(float(overrides["duration_s"]))
+        if seed is None and previous is None:
+            seed = new_seed()
+        try:
+            c = resolve(prompt, seed=seed, previous=previous, progress=progress, **overrides)
+        except TypeError as exc:                  # e.g. a field of `previous` of the wrong type
+            raise StudioError(f"previous is not a valid conditions dict: {exc}") from exc
+        self.check_duration(c.duration_s, "the prompt's length")
+        return c
+
+    # ---- making tracks --------------------------------------------------------------------------------------
+    def create(self, prompt: str, previous: Conditions | dict | None = None, seed: int | None = None,
+               extras: bool = False, progress: Progress | None = None, **overrides) -> Generation:
+        """Text (+ optional previous conditions and overrides) -> a recorded Generation with its files:
+        track.wav and track.mid, plus track.mp3, stems.zip and piano_roll.png with `extras`."""
+        progress = progress or _no_progress
+        c = self.conditions(prompt, previous, seed, progress, **overrides)
+        return self._make(prompt, c, extras, progress)
+
+    def refine(self, generation_id: str, text: str, extras: bool = False,
+               progress: Progress | None = None) -> Generation:
+        """An edit ("slower, drop the rain") of an earlier generation: its conditions and seed, changed by text."""
+        earlier = self.store.generation((generation_id or "").strip())
+        if earlier is None:
+            raise StudioError(f"generation_id {generation_id!r} is unknown on this server")
+        return self.create(text, previous=earlier["conditions"], extras=extras, progress=progress)
+
+    def _make(self, prompt: str, c: Conditions, extras: bool, progress: Progress) -> Generation:
+        try:
+            track = generate(c, progress=progress)
+        except ValueError as exc:                 # the pipeline's own concise error for bad input
+            raise StudioError(str(exc)) from exc
+        folder = Path(tempfile.mkdtemp(prefix="gen-", dir=self.output_dir))
+        files = {"wav": track.save(folder / "track.wav"), "midi": track.save(folder / "track.mid")}
+        if extras:
+            files["mp3"] = track.save(folder / "track.mp3")
+            files["stems"] = folder / "stems.zip"
+            with zipfile.ZipFile(files["stems"], "w") as z:
+                for p in track.save_stems(folder / "stems"):
+                    z.write(p, p.name)
+            files["piano_roll"] = piano_roll(track.midi, track.duration_s, folder / "piano_roll.png")
+        gid = self.store.record_generation(prompt, track.conditions.to_dict(), seed=track.conditions.seed,
+                                           model_versions=track.metadata.get("models", {}), files=files)
+        with self._lock:
+            self._history.appendleft((gid, prompt, describe(track.conditions)))
+        return Generation(gid, prompt, track, files)
+
+    def history(self) -> list[dict]:
+        """The generations this studio made, newest first: id, prompt and the one-line description."""
+        with self._lock:
+            return [{"generation_id": g, "prompt": p, "description": d} for g, p, d in self._history]
+
+    def listen(self, prompt: str, chunk_s: float) -> Iterator[np.ndarray]:
+        """An endless stream for the prompt: (n, 2) float32 chunks of chunk_s seconds. No length check: a stream
+        is endless whatever length the text mentions."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise StudioError("prompt is empty: type a mood first, e.g. 'rainy night study beats'.")
+        c = resolve(prompt, seed=new_seed())
+        return stream(c, chunk_s=chunk_s)
+
+    # ---- the survey -----------------------------------------------------------------------------------------
+    def rate(self, generation_id: str, rater_id: str, clarity, quality, match, comment: str = "") -> dict:
+        try:
+            return self.store.rate((generation_id or "").strip(), rater_id, clarity, quality, match, comment or "")
+        except ValueError as exc:
+            raise StudioError(str(exc)) from exc
+
+    def export_csv(self, password: str) -> Path:
+        """The survey as CSV in a fresh file (admin only)."""
+        try:
+            text = self.store.export_csv(password)
+        except PermissionError as exc:
+            raise StudioError(str(exc)) from exc
+        path = Path(tempfile.mkdtemp(prefix="export-", dir=self.output_dir)) / "text2lofi-survey.csv"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def comments(self, password: str) -> list[dict]:
+        try:
+            return self.store.comments(password)
+        except PermissionError as exc:
+            raise StudioError(str(exc)) from exc

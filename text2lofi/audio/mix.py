@@ -1,0 +1,92 @@
+"""Stems -> one balanced, lo-fi mix, chunk by chunk: the synthesizers, the gain of each stem, the effects chain and
+the texture bed of one track. The pipeline feeds it bars; everything here carries its state across chunks."""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+from text2lofi.audio.effects import LofiChain
+from text2lofi.audio.render import PartSynth, SynthPool, balance_gains, piano_program_for
+from text2lofi.audio.textures import TextureBed
+from text2lofi.conditions import Conditions, NoteEvent
+
+MEASURE_S = 16.0              # seconds of SOUNDING audio per stem measured for its gain (then fixed)
+
+_POOLS: dict[int, SynthPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def synth_pool(sample_rate: int) -> SynthPool:
+    """One pool per sample rate for the process: concurrent generations each take their own synthesizers."""
+    with _POOLS_LOCK:
+        if sample_rate not in _POOLS:
+            _POOLS[sample_rate] = SynthPool(sample_rate)
+        return _POOLS[sample_rate]
+
+
+class Mixer:
+    """Bars -> stem chunks -> balanced mix -> lo-fi chain + textures. Holds pooled synthesizers until close().
+
+    Each stem's gain is measured once, on its first MEASURE_S seconds from the bar where it starts to sound
+    (drums that enter after a piano intro are measured where they play), then kept constant: no pumping."""
+
+    def __init__(self, c: Conditions, sample_rate: int):
+        self.c, self.sr = c, sample_rate
+        self._held = contextlib.ExitStack()
+        pool = synth_pool(sample_rate)
+        self.synths: dict[str, PartSynth] = {}
+        if c.piano:
+            self.synths["piano"] = self._held.enter_context(pool.acquire("piano", piano_program_for(c.mood)))
+        if c.drums:
+            self.synths["drums"] = self._held.enter_context(pool.acquire("drums", 0))
+        self.chain = LofiChain(c.lofi_amount, sample_rate=sample_rate, seed=c.seed)
+        self.bed = TextureBed(c.textures, sample_rate=sample_rate, seed=c.seed) if c.textures else None
+        self.gains: dict[str, float] = {}
+        self._measuring: dict[str, list[np.ndarray]] = {}      # stem -> sounding audio not yet measured
+        self._chain_skip = self.chain.latency   # wow/flutter delays the music; trimmed so audio matches the MIDI
+
+    def stems(self, parts: dict[str, list[NoteEvent]], n: int) -> dict[str, np.ndarray]:
+        """n samples of each sounding part (notes in absolute samples; a part not given plays nothing new)."""
+        return {name: synth.render(parts.get(name, ()), n) for name, synth in self.synths.items()}
+
+    def observe(self, stems: dict[str, np.ndarray], last: bool) -> None:
+        """Feed rendered stems to the gain measurement; fixes a stem's gain once enough of it has sounded."""
+        for name, audio in stems.items():
+            if name in self.gains:
+                continue
+            buf = self._measuring.setdefault(name, [])
+            if buf or np.abs(audio).max() > 1e-4:
+                buf.append(audio)
+            if buf and (sum(map(len, buf)) >= MEASURE_S * self.sr or last):
+                self.gains[name] = balance_gains({name: np.concatenate(buf)}, self.sr)[name]
+                del self._measuring[name]
+
+    def ready(self) -> bool:
+        """True when every stem that has sounded so far has its gain (silent ones need none yet)."""
+        return not self._measuring
+
+    def mix(self, stems: dict[str, np.ndarray], n: int, final: bool = False
+            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """n samples of mixed music after the chain, plus textures. `final` flushes the chain's delay line
+        so the last chunk is complete; the chain's delay is trimmed from the first chunks."""
+        balanced = {k: v * np.float32(self.gains.get(k, 1.0)) for k, v in stems.items()}   # 1.0: silent so far
+        extra = self.chain.latency if final else 0
+        music = np.zeros((n + extra, 2), np.float32)
+        for v in balanced.values():
+            music[:n] += v
+        out = self.chain.process(music, reset=False)
+        if self._chain_skip:
+            cut = min(self._chain_skip, len(out))
+            out, self._chain_skip = out[cut:], self._chain_skip - cut
+        out = out[:n]
+        if len(out) < n:      # only while the delay is being trimmed: pad, never shift the grid
+            out = np.concatenate([np.zeros((n - len(out), 2), np.float32), out])
+        if self.bed is not None:
+            out = out + self.bed.render(n)
+        return out.astype(np.float32, copy=False), balanced
+
+    def close(self) -> None:
+        """Give the synthesizers back to the pool (reset there)."""
+        self._held.close()
