@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 
 HEAD_SIZE = 64  # N: the kernel is compiled for this head size only
-KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
+_HERE = Path(__file__).resolve().parent
+# The CUDA sources: rwkv_core/kernels/ in an installed wheel (package data), the top-level kernels/ in a checkout.
+KERNEL_DIR = _HERE / "kernels" if (_HERE / "kernels").is_dir() else _HERE.parent / "kernels"
 SOURCES = ("wkv6_op.cpp", "wkv6.cu")
 
 

@@ -3,14 +3,9 @@ running the real pipeline (short tracks), with the survey in a SQLite file the t
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pretty_midi
@@ -21,52 +16,13 @@ from pedalboard.io import AudioFile
 
 from text2lofi.app.survey import SurveyStore
 
-ROOT = Path(__file__).resolve().parents[1]
-ADMIN_PASSWORD = "test-admin"
+pytestmark = pytest.mark.e2e
+
 SR = 44100
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_app(folder: Path, *extra: str):
-    """`python app.py` on a free 127.0.0.1 port with its survey in folder/survey.sqlite3.
-    Yields (url, db_path, process)."""
-    port, db = _free_port(), folder / "survey.sqlite3"
-    env = dict(os.environ, TEXT2LOFI_DB_URL=f"sqlite:///{db}", TEXT2LOFI_ADMIN_PASSWORD=ADMIN_PASSWORD,
-               GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
-    log = open(folder / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--output-dir", str(folder / "out"), *extra],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("app did not start:\n" + (folder / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
-    try:
-        yield url, db, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
-
-
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def app(tmp_path_factory, running_app):
     with running_app(tmp_path_factory.mktemp("app")) as (url, db, _):
         yield url, db
 
@@ -177,7 +133,7 @@ def test_eight_simultaneous_generate_calls_all_complete(app):
     assert _count(app[1], "generations") == before + 8
 
 
-def test_server_killed_mid_rating_keeps_a_consistent_database(tmp_path):
+def test_server_killed_mid_rating_keeps_a_consistent_database(tmp_path, running_app):
     store = SurveyStore(f"sqlite:///{tmp_path / 'survey.sqlite3'}")
     gids = [store.record_generation(f"k {i}", {"duration_s": 5.0}) for i in range(100)]
     store.close()

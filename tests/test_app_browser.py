@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from test_app_api import running_app
-
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is in the [test] extra")
+pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser"
@@ -22,7 +21,7 @@ GENERATION_TIMEOUT_MS = 180_000
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def page(tmp_path_factory, running_app):
     if not Path(CHROMIUM).exists():
         pytest.skip(reason="Debian chromium not installed (scripts/setup.sh --test installs it)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

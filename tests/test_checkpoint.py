@@ -1,6 +1,5 @@
 """Checkpoints: the saved file is what the reference runtime (the `rwkv` PyPI package) loads, with the same logits."""
 import json
-import os
 
 import pytest
 import torch
@@ -25,16 +24,8 @@ def tokens() -> list[int]:
     return torch.randint(0, V, (40,), generator=torch.Generator().manual_seed(1)).tolist()
 
 
-def rwkv_package_model(path):
-    # the package reads these at import time; fp32 CPU with its TorchScript path, no CUDA build
-    os.environ["RWKV_JIT_ON"] = "1"
-    os.environ["RWKV_CUDA_ON"] = "0"
-    from rwkv.model import RWKV
-    return RWKV(model=str(path), strategy="cpu fp32")
-
-
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")   # the package builds on torch.jit.script
-def test_rwkv_package_gives_the_same_logits(model, tokens, tmp_path):
+def test_rwkv_package_gives_the_same_logits(model, tokens, tmp_path, rwkv_package_model):
     path = save(model, tmp_path / "tiny.pth")
     ref = rwkv_package_model(path)
     ours = model(torch.tensor([tokens]))[0].detach()                     # (T, V), parallel mode

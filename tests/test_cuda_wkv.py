@@ -58,6 +58,7 @@ def _reference_with_grads(inp, gy, g_state):
 # ---- compiles with nvcc (CI, no GPU needed) -------------------------------------------------------------------------
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) not on PATH")
+@pytest.mark.e2e
 def test_kernel_compiles_with_nvcc_for_sm80_and_sm90(tmp_path):
     obj = tmp_path / "wkv6.o"
     # one nvcc call, machine code for both: Ampere (A100, sm_80) and Hopper (H100/H200, sm_90)

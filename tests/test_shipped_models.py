@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from rwkv_core import load
-from test_checkpoint import rwkv_package_model
 from text2lofi.compose.tokenizer import MusicTokenizer
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -29,7 +28,7 @@ def test_checkpoint_folder_is_complete_and_small(kind):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")   # the package builds on torch.jit.script
 @pytest.mark.parametrize("kind", ["piano", "drums"])
-def test_rwkv_package_loads_the_shipped_model(kind):
+def test_rwkv_package_loads_the_shipped_model(kind, rwkv_package_model):
     path = CHECKPOINTS / kind / f"{kind}.pth"
     tok = MusicTokenizer.load(path.parent)
     tokens = tok.condition_prefix(0, "minor", 80.0, "pop" if kind == "piano" else "hiphop") + [tok.bar_id]

@@ -186,6 +186,7 @@ while True:
 """
 
 
+@pytest.mark.e2e
 def test_sigkill_mid_write_loop_leaves_consistent_database_with_every_committed_row(tmp_path):
     path = tmp_path / "killed.sqlite3"
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, f"sqlite:///{path}"], stdout=subprocess.PIPE,

@@ -166,6 +166,7 @@ def test_resume_continues_at_the_saved_step_and_reproduces_the_uninterrupted_run
     assert [r["loss"] for r in rows if "loss" in r] == [r["loss"] for r in _rows(full_run) if "loss" in r]
 
 
+@pytest.mark.e2e
 def test_two_ddp_processes_resume_and_train_what_one_process_trains(full_run, interrupted_run, shards, tmp_path):
     """torchrun, 2 CPU processes on gloo, batch 2 each, resumed from the single-process checkpoint at step 1:
     the same global batch of 4 windows per step, so the result is the single-process run's."""

@@ -1,4 +1,4 @@
-"""Where the shipped files are: the one lookup for prompts/ and checkpoints/.
+"""Where the shipped files are: the one lookup for prompts/ and checkpoints/ (and the data sets' default home).
 
 A wheel carries them as package data under `text2lofi/_shipped/` (pyproject.toml maps the top-level folders
 there); a checkout or an editable install reads the top-level folders themselves. Nothing else in the package
@@ -29,3 +29,9 @@ def prompts_dir() -> Path:
 
 def checkpoints_dir() -> Path:
     return shipped("checkpoints")
+
+
+def shared_data_dir() -> Path:
+    """Where the data sets are by default: ../shared/data beside the checkout (never shipped, never committed;
+    every command that reads data takes its path)."""
+    return PACKAGE_DIR.parent.parent / "shared" / "data"

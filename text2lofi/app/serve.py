@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 
-def build_parser(prog: str = "text2lofi serve") -> argparse.ArgumentParser:
-    from text2lofi.app.web import AppConfig
+@dataclass
+class AppConfig:
+    output_dir: Path | None = None    # where tracks are written; None: a fresh temporary folder per app
+    max_duration_s: float = 600.0     # longest track one request may ask for (CPU time is shared)
+    concurrency: int = 2              # generations running at once (each keeps about one core busy)
+    queue_size: int = 64              # waiting requests beyond this are refused instead of piling up
+    listen_chunk_s: float = 4.0       # seconds of audio per "listen forever" message
+    listeners: int = 4                # simultaneous endless streams (each holds a worker thread)
 
+
+def build_parser(prog: str = "text2lofi serve") -> argparse.ArgumentParser:
     defaults = AppConfig()
     p = argparse.ArgumentParser(prog=prog, description="Serve the text2lofi page and its API.")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
@@ -32,7 +41,7 @@ def build_parser(prog: str = "text2lofi serve") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = "text2lofi serve") -> int:
     args = build_parser(prog).parse_args(argv)
     from text2lofi.app.survey import SurveyStore
-    from text2lofi.app.web import AppConfig, build_app
+    from text2lofi.app.web import build_app
     from text2lofi.runtime import use_threads
 
     # Several generations share the cores; torch's default of one thread per core each oversubscribes them

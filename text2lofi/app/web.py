@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
@@ -19,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from text2lofi.app.serve import AppConfig
 from text2lofi.app.studio import Studio, StudioError
 from text2lofi.app.survey import MAX_COMMENT_CHARS, QUESTIONS, SurveyStore
 from text2lofi.conditions import DURATION_RANGE, SAMPLE_RATE, TEMPO_RANGE, TEXTURES, TONICS
@@ -30,16 +29,6 @@ EXAMPLES = [
     "late night city drive, tape hiss, 90 bpm",
     "ocean waves and soft keys to fall asleep, 10 minutes",
 ]
-
-
-@dataclass
-class AppConfig:
-    output_dir: Path | None = None    # where tracks are written; None: a fresh temporary folder per app
-    max_duration_s: float = 600.0     # longest track one request may ask for (CPU time is shared)
-    concurrency: int = 2              # generations running at once (each keeps about one core busy)
-    queue_size: int = 64              # waiting requests beyond this are refused instead of piling up
-    listen_chunk_s: float = 4.0       # seconds of audio per "listen forever" message
-    listeners: int = 4                # simultaneous endless streams (each holds a worker thread)
 
 
 def _optional_number(text: str | None, name: str, lo: float, hi: float, whole: bool = False) -> float | None:

@@ -26,11 +26,8 @@ from text2lofi.conditions import SAMPLE_RATE, Conditions, NoteEvent
 from text2lofi.resources import checkpoints_dir
 
 PIANO_RANGE = (36, 96)          # MIDI pitches the piano may sample: C2..C7, nothing shrill or muddy
-# A guard against a bar that never ends, not a density control: at 72 the retrained piano hit it in 33 of 59 bars
-# (about 28 notes x 3 tokens is its natural bar) and the cut bars left the last half beat silent, a -4 to -13 dB
-# dip before every downbeat. At 160 the same track's bar ends sit within -4..0 dB of the bar (/tmp dip script) and
-# no bar hits the cap. Key and consonance (compose_midi, 40 + 120 eval prompts, 72 -> 160): CK 0.675 -> 0.550 and
-# 0.625 -> 0.633, CKD 0.925 -> 0.900 and 0.917 -> 0.958, consonance 0.848 -> 0.852 and 0.846 -> 0.854.
+# A guard against a bar that never ends, not a density control: the piano's natural bar is about 28 notes x 3
+# tokens, and a cut bar goes silent for its rest (docs/compose.md has the measurements behind 160).
 MAX_TOKENS_PER_BAR = {"piano": 160, "drums": 96}
 
 
@@ -196,13 +193,9 @@ class Composer:
 
     @staticmethod
     def _with_bass_root(notes: list[Note], chord: str) -> list[Note]:
-        """Lo-fi comping: the chord's root held low under the bar, unless the model already played it there.
-        It gives the track its low end and anchors the harmony the model was primed with. With the session-1 piano
-        and the Krumhansl-Kessler key finder it lifted correct key on the 40 eval prompts from 0.575 to 0.675. With
-        the retrained piano (val 1.676) and the Temperley finder its effect on key is within noise: without -> with
-        the root, CK 0.700 -> 0.675 and CKD 0.975 -> 0.925 on the 40 prompts of seed 0, CK 0.583 -> 0.625 and
-        CKD 0.892 -> 0.917 on 120 prompts of seed 1. It costs consonance on both: 0.873 -> 0.848 and 0.875 -> 0.846
-        (passing tones over the held root). All measured with the earlier 72-token piano bar cap."""
+        """Lo-fi comping: the chord's root held low under the bar, unless the model already played it there. It gives
+        the track its low end and anchors the harmony the model was primed with; its measured trade (key found vs
+        consonance) is in docs/compose.md."""
         root = chord_tones(chord)[0]
         if any(n.pitch < 52 and n.pitch % 12 == root and n.onset < 0.5 for n in notes):
             return notes

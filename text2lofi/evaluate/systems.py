@@ -13,14 +13,14 @@ import pretty_midi
 
 from text2lofi.compose.theory import key_match
 from text2lofi.conditions import PITCH_CLASS
-from text2lofi.resources import PACKAGE_DIR, checkpoints_dir
+from text2lofi.resources import checkpoints_dir, shared_data_dir
 from text2lofi.evaluate.metrics import (ADHERENCE, ANCHORS, METRIC_DOCS, ORIGINAL, SYMBOLIC, adherence, bar_starts,
                                         drum_notes, groove_consistency, key_name, key_of, pitched_notes,
                                         symbolic_metrics)
 from text2lofi.evaluate.prompts import prompt_set
 from text2lofi.evaluate.report import plain, write_report
 
-DATA_DIR = PACKAGE_DIR.parent.parent / "shared" / "data"
+DATA_DIR = shared_data_dir()
 
 
 @dataclass

@@ -4,7 +4,7 @@ Three layers, each overriding the one before:
   1. the starting point: `previous` for an edit ("what the text does not mention stays"), lo-fi defaults otherwise;
   2. meaning: lexicon entries retrieved by sentence embedding + the instruction LM's grammar-decoded attributes
      (tempo/energy bins or moves, mode, drums, texture ops, mood tags);
-  3. what the text states outright (textparse): duration, bpm, key, "no drums", "no rain", "slower", ... exact.
+  3. what the text states outright (instruct.parse): duration, bpm, key, "no drums", "no rain", "slower", ... exact.
 """
 from __future__ import annotations
 

@@ -1,0 +1,79 @@
+"""The studio service in-process (no server): the policy the page and the API share — lengths this server makes,
+seeds, edits of an earlier generation, the files written, the survey rows, history."""
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+
+import pretty_midi
+import pytest
+from pedalboard.io import AudioFile
+
+from text2lofi.app.studio import Studio, StudioError
+from text2lofi.app.survey import SurveyStore
+
+SR = 44100
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("studio")
+    return Studio(SurveyStore(f"sqlite:///{folder / 'survey.sqlite3'}"), output_dir=folder / "out", max_duration_s=60)
+
+
+@pytest.fixture(scope="module")
+def first(studio):
+    return studio.create("rainy night study beats in A minor, 4 minutes", seed=7, duration_s=5)
+
+
+def _rows(studio, table: str) -> int:
+    path = studio.store.engine.url.database
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_create_writes_exact_files_and_records_the_generation(studio, first):
+    with AudioFile(str(first.files["wav"])) as f:
+        assert (f.frames, f.num_channels, f.samplerate) == (5 * SR, 2, SR)       # the override, not 4 minutes
+    assert pretty_midi.PrettyMIDI(str(first.files["midi"])).instruments
+    assert first.conditions.seed == 7 and (first.conditions.key, first.conditions.mode) == ("A", "minor")
+    stored = studio.store.generation(first.id)
+    assert stored["conditions"]["duration_s"] == 5.0 and stored["seed"] == 7
+    assert first.info()["generation_id"] == first.id and "A minor" in first.describe()
+
+
+def test_refine_edits_the_earlier_generation_and_keeps_its_seed(studio, first):
+    slower = studio.refine(first.id, "slower and drop the rain")
+    assert slower.conditions.tempo_bpm < first.conditions.tempo_bpm
+    assert "rain" not in slower.conditions.textures
+    assert slower.conditions.seed == 7 and slower.conditions.duration_s == 5.0
+    assert studio.history()[0]["generation_id"] == slower.id           # newest first
+    assert studio.history()[1]["generation_id"] == first.id
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda s: s.create("lofi", duration_s=1000), "duration_s is 1000 s; this server makes tracks of 5 to 60 s"),
+    (lambda s: s.create("lofi, 10 minutes"), "the prompt's length is 600 s"),
+    (lambda s: s.create("   "), "prompt is empty"),
+    (lambda s: s.create("lofi", seed=-1), "seed must be a whole number"),
+    (lambda s: s.create("lofi", seed=1.5), "seed must be a whole number"),
+    (lambda s: s.create("lofi", previous="fast"), "previous must be a conditions dict"),
+    (lambda s: s.refine("no-such-id", "slower"), "generation_id 'no-such-id' is unknown"),
+    (lambda s: s.rate("no-such-id", "r1", 3, 3, 3), "unknown"),
+])
+def test_refused_requests_name_the_field_and_store_nothing(studio, first, call, message):
+    before = _rows(studio, "generations"), _rows(studio, "ratings")
+    with pytest.raises(StudioError, match=message):
+        call(studio)
+    assert (_rows(studio, "generations"), _rows(studio, "ratings")) == before
+
+
+def test_a_fresh_prompt_without_a_seed_gets_a_new_one_each_time(studio):
+    seeds = {studio.conditions("chill lofi, 30 seconds").seed for _ in range(3)}
+    assert len(seeds) == 3
+
+
+def test_rating_is_stored_once_per_rater(studio, first):
+    studio.rate(first.id, "rater-a", 4, 5, 3, "nice")
+    again = studio.rate(first.id, "rater-a", 5, 5, 5, "nicer")
+    assert again["updated"] is True and _rows(studio, "ratings") == 1
