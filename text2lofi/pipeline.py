@@ -187,6 +187,7 @@ def _metadata(c: Conditions, composer: Composer, prompt, timings: dict) -> dict:
     from text2lofi import __version__
     return {"text2lofi": __version__, "prompt": prompt if isinstance(prompt, str) else None,
             "seed": c.seed, "conditions": c.to_dict(), "models": composer.versions,
+            "chords": list(composer.chords),          # one per bar, for a chord chart
             "sample_rate": composer.grid.sample_rate, "timings_s": timings}
 
 

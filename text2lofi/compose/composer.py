@@ -179,6 +179,7 @@ class Composer:
             prefix = drums.tokenizer.condition_prefix(tempo_bpm=c.tempo_bpm, style=drum_style(c))
             self.drums = PartWriter(drums, prefix, sampling, self.generator)
         self.progression = progression_for(c)
+        self.chords: list[str | None] = []     # the chord of every bar composed so far, by bar index
         self._chord_pcs = {s: chord_tones(s)[1] for s in self.progression + [tonic_chord(c)]}
 
     @property
@@ -257,6 +258,7 @@ class Composer:
         for s in sections:
             last = n_bars is not None and index + s.n_bars >= n_bars
             for chord, p, d in self._section_notes(s, last):
+                self.chords.append(chord)
                 yield ComposedBar(index, s.name, chord, self.grid.bar_start(index), self.grid.bar_start(index + 1),
                                   self._events(index, p), self._events(index, d))
                 index += 1

@@ -49,7 +49,9 @@ def read_chord(symbol: str) -> tuple[int, str] | None:
     if not m:
         return None
     root_name = m.group(1).upper() + m.group(2).replace("♯", "#").replace("♭", "b")
-    root, rest = PITCH_CLASS[root_name], m.group(3)
+    # Any letter with any accidental: Cb is B, E# is F (PITCH_CLASS names only the usual spellings).
+    root = (PITCH_CLASS[root_name[0]] + {"#": 1, "b": -1}.get(root_name[1:], 0)) % 12
+    rest = m.group(3)
     if rest.startswith(":"):  # Harte notation (POP909): quality, optional (extensions), optional /bass
         q = re.split(r"[(/]", rest[1:], maxsplit=1)[0]
         return (root, _HARTE[q]) if q in _HARTE else None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from text2lofi.conditions import PC_NAME, PITCH_CLASS, TEXTURES, Conditions
+from text2lofi.instruct.chords import key_of_progression, resolve_roman, roman_mode
 from text2lofi.instruct.data import PromptBank, Target, energy_bin, implied, load_bank, tempo_token, texture_ops
 from text2lofi.instruct.lm import InstructLM, Retriever, SentenceEmbedder, checkpoint_dir, lm_input_words
 from text2lofi.instruct.parse import PARSER_WORDS, Parsed, Speller, parse, segments
@@ -106,6 +107,15 @@ class Interpreter:
 
         mode = p.mode or (t.mode if t.mode != "keep" else base.mode)
         key = p.key or (base.key if not fresh else FRESH_KEYS[mode][seed % len(FRESH_KEYS[mode])])
+        written = list(p.chords)
+        if written and not p.chords_roman and p.key is None:
+            key, found_mode = key_of_progression(written)        # the key and mode follow the chords unless stated
+            mode = p.mode or found_mode
+        elif written and p.chords_roman:
+            mode = p.mode or roman_mode(written) or (t.mode if t.mode != "keep" else "major")
+            if p.key is None and fresh:
+                key = "C" if mode == "major" else "A"
+            written = [resolve_roman(n, key, mode) for n in written]
         drums = p.drums if p.drums is not None else {"on": True, "off": False}.get(t.drums, base.drums)
         piano = p.piano if p.piano is not None else base.piano
 
@@ -133,9 +143,13 @@ class Interpreter:
                        duration_s=p.duration_s if p.duration_s is not None else base.duration_s,
                        textures=textures, drums=drums, piano=piano, energy=round(energy, 3), swing=swing,
                        lofi_amount=round(lofi, 3), mood=mood, progression=list(base.progression), seed=seed)
-        # the progression follows the validated key/mode; an edit that changes none of key, mode, mood keeps it
-        if fresh or c.key != base.key or c.mode != base.mode or c.mood != base.mood or not c.progression:
+        # Written chords are the progression. Otherwise it follows the validated key/mode; an edit that changes none of
+        # key, mode, mood keeps it.
+        if written:
+            c.progression = written
+        elif fresh or c.key != base.key or c.mode != base.mode or c.mood != base.mood or not c.progression:
             c.progression = seed_progression(self.bank, c.key, c.mode, c.mood, seed)
+        c.warnings += [f"chord {x!r} not understood; left out of the progression" for x in p.chords_unreadable]
         return c
 
 

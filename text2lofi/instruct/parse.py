@@ -11,6 +11,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from text2lofi.instruct.chords import blank, find_chords
+
 # ---- vocabulary the parser itself relies on -------------------------------------------------------------------
 UNITS = {  # word -> seconds
     "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
@@ -269,14 +271,18 @@ class Parsed:
     swing: float | None = None
     lofi_delta: float | None = None
     seed: int | None = None
+    chords: list[str] = field(default_factory=list)      # a written progression: symbols, or roman numerals
+    chords_roman: bool = False                           # True: `chords` are numerals to read in the key
+    chords_unreadable: list[str] = field(default_factory=list)
     words: list[str] = field(default_factory=list)       # repaired lower-case words, numbers kept
     spans: list[tuple[int, int]] = field(default_factory=list)   # word ranges consumed by explicit values
 
 
 def parse(text: str, speller: Speller | None = None) -> Parsed:
-    toks = tokenize(text, speller)
+    run = find_chords(text)
+    toks = tokenize(blank(text, run.spans), speller)      # chord symbols are not words, keys or numbers
     words = [t.text for t in toks]
-    p = Parsed(words=words)
+    p = Parsed(words=words, chords=run.symbols, chords_roman=run.roman, chords_unreadable=run.unreadable)
     _parse_duration(words, p)
     _parse_tempo(words, p)
     _parse_key(toks, p)
