@@ -37,7 +37,7 @@ def small_cap(monkeypatch):
 
 
 def _bars(models, n_bars: int, **kw):
-    c = Conditions(tempo_bpm=90, key="D", mode="minor", seed=5, **kw)
+    c = Conditions(tempo_bpm=90, key="D", mode="minor", seed=5, swing=0.0, **kw)
     composer = comp.Composer(c, piano=models[0], drums=models[1])
     return composer, list(composer.bars(n_bars))
 
@@ -55,15 +55,34 @@ def test_every_bar_ends_within_its_token_cap_and_positions_move_forward(models):
         assert all(0 <= o < 4 for o in onsets)
 
 
-def test_piano_bars_hold_the_chord_root_in_the_bass(models):
-    composer, bars = _bars(models, 24)
-    for b in bars[:-1]:                                       # the last bar is the final chord, checked below
-        if not b.piano:
-            continue
-        root = chord_tones(b.chord)[0]
-        start = b.start_sample
+def test_every_bar_has_its_root_in_the_bass(models):
+    """With the bass part: its root on every downbeat once the beat is in; in the intro (and with no bass part)
+    the piano holds the root itself."""
+    for bass in (True, False):
+        composer, bars = _bars(models, 24, bass=bass)
         half_beat = composer.grid.samples_per_beat / 2
-        assert any(e.pitch < 52 and e.pitch % 12 == root and e.start_sample - start < half_beat for e in b.piano)
+        for b in bars[:-1]:                                   # the last bar is the final chord, checked below
+            root = chord_tones(b.chord)[0]
+            low = b.bass if bass and b.section != "intro" else b.piano
+            assert not (b.bass and (not bass or b.section == "intro"))
+            assert any(e.pitch < 52 and e.pitch % 12 == root and e.start_sample - b.start_sample < half_beat
+                       for e in low), (bass, b.index, b.section)
+
+
+def test_the_bass_locks_to_the_kick(models):
+    composer, bars = _bars(models, 24)
+    kick_bars = 0
+    for b in bars[:-1]:
+        if not b.bass or not b.drums:
+            continue
+        kicks = {e.start_sample for e in b.drums if e.pitch == comp.KICK}
+        onsets = {e.start_sample for e in b.bass}
+        # every bass note starts on the downbeat or with a kick (on a 16th grid, swing included)
+        assert onsets - {b.start_sample} <= {composer.grid.sample_at(b.index, round(
+            (k - b.start_sample) / composer.grid.samples_per_beat * 4) / 4) for k in kicks} | kicks
+        kick_bars += bool(kicks)
+        assert all(28 <= e.pitch < 28 + 12 + 7 for e in b.bass)          # E1 up to the fifth above D#2
+    assert kick_bars >= 4
 
 
 def test_loops_repeat_their_phrase_and_vary_the_last_bar(models):

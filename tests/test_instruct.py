@@ -211,3 +211,23 @@ def test_tiny_training_run_writes_a_loadable_lm(interp, tmp_path):
     lm = InstructLM.load(tmp_path, interp.bank)
     t = lm.predict(["<fresh>", "rainy", "night", "<sep>", "L_rain", "<out>"])    # untrained: grammar keeps it valid
     assert t.tempo and t.mode in ("keep", "major", "minor") and meta["train_examples"] == 54
+
+
+@pytest.mark.parametrize("text, drums, bass", [
+    ("rainy night study beats", True, True),                 # the bass follows the drums by default
+    ("sad piano in B minor, no drums", False, False),
+    ("lofi beats, no bass", True, False),
+    ("piano only but add a bassline", False, True),
+    ("chill beats without drums or bass", False, False),
+])
+def test_the_bass_part_follows_the_drums_unless_named(text, drums, bass):
+    c = interpret(text)
+    assert (c.drums, c.bass) == (drums, bass)
+
+
+def test_an_edit_can_drop_and_bring_back_the_bass():
+    c = interpret("rainy night study beats")
+    no_bass = interpret("drop the bass", previous=c)
+    assert (no_bass.drums, no_bass.bass) == (True, False)
+    assert interpret("slower", previous=no_bass).bass is False            # what the edit does not mention stays
+    assert interpret("add bass", previous=no_bass).bass is True

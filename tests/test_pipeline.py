@@ -68,9 +68,23 @@ def test_drums_off_means_no_drum_part_or_stem():
     assert np.abs(t.stems["piano"]).max() > 0.01
 
 
-def test_piano_off_means_drums_alone():
+def test_piano_off_means_drums_and_bass():
     t = generate(quick(piano=False))
+    assert [i.name for i in t.midi.instruments] == ["drums", "bass"] and set(t.stems) == {"drums", "bass"}
+    t = generate(quick(piano=False, bass=False))
     assert [i.is_drum for i in t.midi.instruments] == [True] and set(t.stems) == {"drums"}
+
+
+def test_the_bass_is_its_own_instrument_and_stem_under_the_piano(track):
+    from text2lofi.audio.render import PIANO_BASS_LU
+    from text2lofi.conditions import BASS_PROGRAM
+    bass = next(i for i in track.midi.instruments if i.name == "bass")
+    assert bass.program == BASS_PROGRAM and not bass.is_drum and len(bass.notes) >= 8
+    assert all(28 <= n.pitch <= 47 for n in bass.notes)                   # E1..B2: below the piano's comping
+    meter = pyloudnorm.Meter(SR)
+    lp = meter.integrated_loudness(track.stems["piano"].astype(np.float64))
+    lb = meter.integrated_loudness(track.stems["bass"].astype(np.float64))
+    assert abs((lp - lb) - PIANO_BASS_LU) < 1.5, (lp, lb)
 
 
 def test_stems_are_balanced_drums_under_piano(track):
@@ -90,11 +104,12 @@ def test_same_seed_is_bit_identical_and_another_seed_differs():
     assert not np.array_equal(a, c)
 
 
-# sha256 of a 10 s track's float32 samples and of its notes, recorded before the stage-folder move (issue 11) and
-# unchanged by it. A change that alters the music on purpose (new models, a new arrangement) updates these two
-# lines and says so in its commit; any other change that moves them changed the music by accident.
-GOLDEN_10S = ("d1758c872a9f8a419c8dd913d6a271381880ed4440264e54b15332d39479f382",
-              "2173837c426cda12f17ca6187b9c17cb41ca4e8cb041f2e54ca613cd4507de45")
+# sha256 of a 10 s track's float32 samples and of its notes. Recorded before the stage-folder move (issue 11,
+# d1758c87.../2173837c..., unchanged by it), then moved on purpose by the bass part. A change that alters the music
+# on purpose (new models, a new arrangement) updates these two lines and says so in its commit; any other change
+# that moves them changed the music by accident.
+GOLDEN_10S = ("6e407514018982b128c0d145ce873bf780343404fa7ee9e71398b2a5ba473a8f",
+              "3c33a3a142f36353669fa5636ba070c34705f62fa04ff3a294bce6ba2eb57300")
 
 
 def test_a_recorded_track_comes_out_byte_for_byte():
@@ -123,10 +138,10 @@ def test_save_formats_atomically_with_metadata(track, tmp_path):
     with AudioFile(str(tmp_path / "t.wav")) as f:
         assert (f.frames, f.num_channels, f.samplerate) == (len(track.audio), 2, SR)
     pm = pretty_midi.PrettyMIDI(str(tmp_path / "t.mid"))
-    assert len(pm.instruments) == 2 and len(pm.get_tempo_changes()[0]) == 1
+    assert [i.name for i in pm.instruments] == ["piano", "drums", "bass"] and len(pm.get_tempo_changes()[0]) == 1
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     stems = track.save_stems(tmp_path / "stems")
-    assert sorted(p.name for p in stems) == ["drums.wav", "piano.wav"]
+    assert sorted(p.name for p in stems) == ["bass.wav", "drums.wav", "piano.wav"]
 
 
 def test_bad_output_paths_fail_before_any_work(tmp_path):

@@ -22,6 +22,7 @@ TEXTURES = ("vinyl", "tape_hiss", "rain", "thunder", "wind", "ocean", "birds", "
 
 SAMPLE_RATE = 44100                  # Hz: every stage's audio, float32 (n_samples, 2)
 BEATS_PER_BAR = 4                    # lo-fi is 4/4; the tokenizers and the bar grid assume it
+BASS_PROGRAM = 33                    # General MIDI "Electric Bass (finger)": the bass part's MIDI program and sound
 # Scale degrees in semitones from the tonic (minor is natural minor).
 SCALE_STEPS = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
 # MidiCaps tempo bins (BPM edges): bin i covers [edge[i-1], edge[i]), 0 = below 40, 8 = 210 and above. The models'
@@ -57,6 +58,7 @@ class Conditions:
     textures: list[str] = field(default_factory=lambda: ["vinyl"])
     drums: bool = True
     piano: bool = True
+    bass: bool | None = None          # None: follow drums (a bass line under every beat, none under solo piano)
     energy: float = 0.5
     swing: float = 0.2
     lofi_amount: float = 0.6
@@ -111,6 +113,7 @@ class Conditions:
                 textures.append(t)
         self.textures = textures
         self.drums, self.piano = bool(self.drums), bool(self.piano)
+        self.bass = self.drums if self.bass is None else bool(self.bass)
         if not (self.drums or self.piano):
             self.warnings.append("neither piano nor drums asked for; keeping piano")
             self.piano = True

@@ -126,7 +126,7 @@ def _mix_bars(composer, mixer, n_samples, n_bars, progress, keep_bars):
         position = end
         if n_samples:
             progress("rendering", position / n_samples)
-        stems = mixer.stems({"piano": bar.piano, "drums": bar.drums}, n)
+        stems = mixer.stems({"piano": bar.piano, "drums": bar.drums, "bass": bar.bass}, n)
         last = n_samples is not None and end >= n_samples
         mixer.observe(stems, last)
         pending.append((stems, n))

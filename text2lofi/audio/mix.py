@@ -10,7 +10,7 @@ import numpy as np
 from text2lofi.audio.effects import LofiChain
 from text2lofi.audio.render import PartSynth, SynthPool, balance_gains, piano_program_for
 from text2lofi.audio.textures import TextureBed
-from text2lofi.conditions import Conditions, NoteEvent
+from text2lofi.conditions import BASS_PROGRAM, Conditions, NoteEvent
 
 MEASURE_S = 16.0              # seconds of SOUNDING audio per stem measured for its gain (then fixed)
 
@@ -41,6 +41,8 @@ class Mixer:
             self.synths["piano"] = self._held.enter_context(pool.acquire("piano", piano_program_for(c.mood)))
         if c.drums:
             self.synths["drums"] = self._held.enter_context(pool.acquire("drums", 0))
+        if c.bass:
+            self.synths["bass"] = self._held.enter_context(pool.acquire("bass", BASS_PROGRAM))
         self.chain = LofiChain(c.lofi_amount, sample_rate=sample_rate, seed=c.seed)
         self.bed = TextureBed(c.textures, sample_rate=sample_rate, seed=c.seed) if c.textures else None
         self.gains: dict[str, float] = {}

@@ -20,6 +20,7 @@ from text2lofi.audio.loudness import integrated_loudness
 from text2lofi.conditions import SAMPLE_RATE, NoteEvent
 
 DEBIAN_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")   # Debian package fluid-soundfont-gm
+PART_KINDS = ("piano", "drums", "bass")
 DRUM_CHANNEL = 9          # General MIDI percussion channel
 DRUM_BANK = 128           # SoundFont bank holding the GM drum kits
 SYNTH_GAIN = 0.4          # FluidSynth master gain; float output never clips, balance_gains sets the level
@@ -39,6 +40,9 @@ _MOOD_PIANO = {
 # and their transients read louder than their BS.1770 (energy) loudness says. Drums 3 LU under the piano
 # keeps both clearly audible -- the original's listeners complained one part drowned the other.
 PIANO_DRUM_LU = 3.0
+# The bass sits as far under the piano as the drums: BS.1770 weights lows down, so at equal LUFS a bass reads as
+# louder than the piano; 3 LU under keeps the low end present without booming.
+PIANO_BASS_LU = 3.0
 STEM_PIANO_LUFS = -20.0   # where the piano stem lands after balancing: headroom for effects before mastering
 MAX_STEM_GAIN_DB = 40.0   # never boost a near-silent stem by more than this
 SILENCE_LUFS = -70.0      # BS.1770 absolute gate: anything quieter counts as silent
@@ -87,7 +91,7 @@ def piano_program_for(mood: Sequence[str]) -> int:
 
 # ---- one synthesizer per part ------------------------------------------------------------------------
 class PartSynth:
-    """One FluidSynth synthesizer playing one part (piano on channel 0, or the GM drum kit on channel 9).
+    """One FluidSynth synthesizer playing one part (piano or bass on channel 0, or the GM drum kit on channel 9).
 
     `render(notes, n)` renders the next n samples of the part's stream. Notes are in absolute samples; a note
     may start in this call and end in a later one (its note-off stays pending), or start in a later call.
@@ -97,8 +101,8 @@ class PartSynth:
 
     def __init__(self, kind: str = "piano", program: int = 0, sample_rate: int = SAMPLE_RATE,
                  soundfont: Path | str | None = None):
-        if kind not in ("piano", "drums"):
-            raise ValueError(f"kind must be 'piano' or 'drums', got {kind!r}")
+        if kind not in PART_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(PART_KINDS)}, got {kind!r}")
         self._fluidsynth = _fluidsynth()
         path = find_soundfont() if soundfont is None else find_soundfont([soundfont])
         self.kind, self.program, self.sample_rate, self.soundfont = kind, int(program), int(sample_rate), path
@@ -233,7 +237,7 @@ def render_midi(pm, n_samples: int, sample_rate: int = SAMPLE_RATE,
     """
     stems: dict[str, np.ndarray] = {}
     for inst in pm.instruments:
-        kind = "drums" if inst.is_drum else "piano"
+        kind = "drums" if inst.is_drum else ("bass" if 32 <= inst.program <= 39 else "piano")   # GM 32-39: basses
         notes = [NoteEvent(round(n.start * sample_rate), round(n.end * sample_rate), n.pitch, n.velocity)
                  for n in inst.notes if round(n.start * sample_rate) < n_samples]
         if pool is not None:
@@ -254,8 +258,8 @@ def balance_gains(stems: dict[str, np.ndarray], sample_rate: int = SAMPLE_RATE,
                   piano_lufs: float = STEM_PIANO_LUFS) -> dict[str, float]:
     """Linear gain per stem so the piano sits at `piano_lufs` and the drums `piano_drum_lu` LU under it.
 
-    Measured with BS.1770 loudness; a silent stem gets gain 1.0. Stems other than piano/drums are
-    levelled like the piano. Measure on the first ~20-30 s of a stream, then keep the gains constant.
+    Measured with BS.1770 loudness; a silent stem gets gain 1.0. The bass goes PIANO_BASS_LU under the piano;
+    other stems are levelled like the piano. Measure on the first ~20-30 s of a stream, then keep the gains constant.
     """
     gains = {}
     for name, audio in stems.items():
@@ -263,7 +267,7 @@ def balance_gains(stems: dict[str, np.ndarray], sample_rate: int = SAMPLE_RATE,
         if not np.isfinite(loudness) or loudness < SILENCE_LUFS:
             gains[name] = 1.0
             continue
-        target = piano_lufs - (piano_drum_lu if name == "drums" else 0.0)
+        target = piano_lufs - {"drums": piano_drum_lu, "bass": PIANO_BASS_LU}.get(name, 0.0)
         gain_db = min(target - loudness, MAX_STEM_GAIN_DB)
         gains[name] = float(10.0 ** (gain_db / 20.0))
     return gains

@@ -20,12 +20,14 @@ import torch
 from rwkv_core import load
 from rwkv_core.sampling import ContextWindow, SamplingConfig, TokenStream
 from text2lofi.compose.arrangement import BarGrid, Section, plan_sections, progression_for, tonic_chord
-from text2lofi.compose.theory import chord_tones
-from text2lofi.compose.tokenizer import MusicTokenizer, Note
-from text2lofi.conditions import SAMPLE_RATE, Conditions, NoteEvent
+from text2lofi.compose.theory import chord_tones, read_chord
+from text2lofi.compose.tokenizer import DRUM_KIT, MusicTokenizer, Note
+from text2lofi.conditions import BASS_PROGRAM, SAMPLE_RATE, Conditions, NoteEvent
 from text2lofi.resources import checkpoints_dir
 
 PIANO_RANGE = (36, 96)          # MIDI pitches the piano may sample: C2..C7, nothing shrill or muddy
+BASS_LOWEST = 28                # E1, the open low string: each bar's bass root sits in E1..D#2
+KICK = DRUM_KIT["kick"]
 # A guard against a bar that never ends, not a density control: the piano's natural bar is about 28 notes x 3
 # tokens, and a cut bar goes silent for its rest (docs/compose.md has the measurements behind 160).
 MAX_TOKENS_PER_BAR = {"piano": 160, "drums": 96}
@@ -61,6 +63,7 @@ class ComposedBar:
     end_sample: int
     piano: list[NoteEvent] = field(default_factory=list)   # absolute samples
     drums: list[NoteEvent] = field(default_factory=list)
+    bass: list[NoteEvent] = field(default_factory=list)
 
 
 class TokenMasks:
@@ -187,10 +190,31 @@ class Composer:
         return {w.mm.kind: w.mm.version for w in (self.piano, self.drums) if w is not None}
 
     # ---- one part, one section ------------------------------------------------------------
-    def _piano_bar(self, chord: str) -> list[Note]:
+    def _piano_bar(self, chord: str, bass_plays: bool) -> list[Note]:
         allowed = self.c.scale_pcs | frozenset(self._chord_pcs[chord])
         mask = self.piano.masks.pitch_mask(allowed, *PIANO_RANGE)
-        return self._with_bass_root(self.piano.next_bar(chord, mask), chord)
+        notes = self.piano.next_bar(chord, mask)
+        return notes if bass_plays else self._with_bass_root(notes, chord)
+
+    def _bass_bar(self, chord: str, drums: list[Note], held: bool) -> list[Note]:
+        """Rules, not a model: the bar's root (a slash chord's bass note) on the downbeat and on every kick, the fifth
+        where a kick falls on beat 3, each note held until the next. Locked to the kick, so the low end and the
+        beat move together; without drums (breaks), root on beats 1 and 3. `held`: one root for the whole bar."""
+        head, _, slash = chord.partition("/")
+        root = (read_chord(slash) or read_chord(head))[0]
+        low = BASS_LOWEST + (root - BASS_LOWEST) % 12
+        fifth = low + 7 if (chord_tones(head)[0] + 7) % 12 in chord_tones(head)[1] and not slash else low
+        velocity = int(70 + 30 * self.c.energy)
+        if held:
+            return [Note(0.0, 4.0, low, velocity)]
+        kicks = sorted({round(n.onset * 4) / 4 for n in drums if n.pitch == KICK}) if drums else [0.0, 2.0]
+        onsets = sorted({0.0, *kicks})
+        notes = []
+        for k, t in enumerate(onsets):
+            end = onsets[k + 1] if k + 1 < len(onsets) else 4.0
+            pitch = fifth if k > 0 and abs(t - 2.0) < 0.01 else low
+            notes.append(Note(t, max(0.25, 0.9 * (end - t)), pitch, velocity if t % 1 == 0 else velocity - 12))
+        return notes
 
     @staticmethod
     def _with_bass_root(notes: list[Note], chord: str) -> list[Note]:
@@ -208,8 +232,10 @@ class Composer:
         voicing = [36 + root] + sorted(60 + (pc - root) % 12 + root % 12 for pc in pcs)
         return [Note(0.0, 4.0, p, 62 if i else 70) for i, p in enumerate(voicing)]
 
-    def _section_notes(self, s: Section, last_of_track: bool) -> list[tuple[str | None, list[Note], list[Note]]]:
+    def _section_notes(self, s: Section, last_of_track: bool
+                       ) -> list[tuple[str | None, list[Note], list[Note], list[Note]]]:
         chords = [self.progression[j % len(self.progression)] for j in range(s.n_bars)]
+        bass_plays = self.c.bass and s.name != "intro"          # the bass enters with the beat
         piano: list[list[Note]] = []
         for j in range(s.n_bars):
             if not (s.piano and self.piano):
@@ -218,7 +244,7 @@ class Composer:
                 chords[j] = tonic_chord(self.c)
                 piano.append(self._final_chord())
             elif j < s.phrase_bars or j == s.n_bars - 1:
-                piano.append(self._piano_bar(chords[j]))       # new material, incl. the varied last bar
+                piano.append(self._piano_bar(chords[j], bass_plays))    # new material, incl. the varied last bar
             else:
                 piano.append(piano[j % s.phrase_bars])          # the loop repeats its phrase
         drums: list[list[Note]] = []
@@ -230,7 +256,9 @@ class Composer:
                 drums.append(self._shape_drums(self.drums.next_bar()))   # groove, then a fill at the end
             else:
                 drums.append(drums[j % groove])
-        return list(zip(chords, piano, drums))
+        bass = [self._bass_bar(chords[j], drums[j], held=last_of_track and j == s.n_bars - 1) if bass_plays else []
+                for j in range(s.n_bars)]
+        return list(zip(chords, piano, drums, bass))
 
     def _shape_drums(self, notes: list[Note]) -> list[Note]:
         """Energy sets intensity: velocities scale, and quiet ghost notes go at low energy."""
@@ -257,27 +285,29 @@ class Composer:
         sections = plan_sections(n_bars, self.piano is not None, self.drums is not None)
         for s in sections:
             last = n_bars is not None and index + s.n_bars >= n_bars
-            for chord, p, d in self._section_notes(s, last):
+            for chord, p, d, b in self._section_notes(s, last):
                 self.chords.append(chord)
                 yield ComposedBar(index, s.name, chord, self.grid.bar_start(index), self.grid.bar_start(index + 1),
-                                  self._events(index, p), self._events(index, d))
+                                  self._events(index, p), self._events(index, d), self._events(index, b))
                 index += 1
 
 
 def bars_to_midi(bars: list[ComposedBar], c: Conditions, piano_program: int = 0,
-                 sample_rate: int = SAMPLE_RATE, n_samples: int | None = None) -> pretty_midi.PrettyMIDI:
-    """Both parts on one tempo map: a single tempo event, note times from the shared grid.
+                 sample_rate: int = SAMPLE_RATE, n_samples: int | None = None,
+                 bass_program: int = BASS_PROGRAM) -> pretty_midi.PrettyMIDI:
+    """Every part on one tempo map: a single tempo event, note times from the shared grid.
     With n_samples, notes are cut where the audio ends (the last bar is trimmed to the exact length)."""
     end = n_samples if n_samples is not None else (bars[-1].end_sample if bars else 0)
     pm = pretty_midi.PrettyMIDI(initial_tempo=c.tempo_bpm)
     piano = pretty_midi.Instrument(program=piano_program, name="piano")
     drums = pretty_midi.Instrument(program=0, is_drum=True, name="drums")
+    bass = pretty_midi.Instrument(program=bass_program, name="bass")
     for b in bars:
-        for inst, events in ((piano, b.piano), (drums, b.drums)):
+        for inst, events in ((piano, b.piano), (drums, b.drums), (bass, b.bass)):
             inst.notes.extend(pretty_midi.Note(velocity=e.velocity, pitch=e.pitch, start=e.start_sample / sample_rate,
                                                end=min(e.end_sample, end) / sample_rate)
                               for e in events if e.start_sample < end)
-    pm.instruments = [i for i, on in ((piano, c.piano), (drums, c.drums)) if on]
+    pm.instruments = [i for i, on in ((piano, c.piano), (drums, c.drums), (bass, c.bass)) if on]
     return pm
 
 

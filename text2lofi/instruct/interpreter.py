@@ -118,6 +118,8 @@ class Interpreter:
             written = [resolve_roman(n, key, mode) for n in written]
         drums = p.drums if p.drums is not None else {"on": True, "off": False}.get(t.drums, base.drums)
         piano = p.piano if p.piano is not None else base.piano
+        # Bass follows the drums unless the text names it; an edit keeps it unless the drums change.
+        bass = p.bass if p.bass is not None else (None if fresh or drums != base.drums else base.bass)
 
         textures = list(base.textures)
         for op in t.textures:
@@ -141,7 +143,7 @@ class Interpreter:
 
         c = Conditions(tempo_bpm=round(tempo, 1), key=key, mode=mode,
                        duration_s=p.duration_s if p.duration_s is not None else base.duration_s,
-                       textures=textures, drums=drums, piano=piano, energy=round(energy, 3), swing=swing,
+                       textures=textures, drums=drums, piano=piano, bass=bass, energy=round(energy, 3), swing=swing,
                        lofi_amount=round(lofi, 3), mood=mood, progression=list(base.progression), seed=seed)
         # Written chords are the progression. Otherwise it follows the validated key/mode; an edit that changes none of
         # key, mode, mood keeps it.

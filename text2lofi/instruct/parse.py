@@ -76,7 +76,7 @@ PARSER_WORDS = (set(UNITS) | set(SMALL_NUMBERS) | set(TENS) | set(VAGUE_NUMBERS)
                 | {"bpm", "beats", "per", "major", "minor", "key", "sharp", "flat", "half", "quarter", "hundred",
                    "and", "seed", "slower", "faster", "quicker", "slow", "fast", "piano", "only", "just", "solo",
                    "swing", "swung", "shuffle", "straight", "lofi", "drumless", "clean", "crunchy", "seconds",
-                   "minutes", "hours", "hour", "long", "make", "speed", "pick", "keys"})
+                   "minutes", "hours", "hour", "long", "make", "speed", "pick", "keys", "bass", "bassline"})
 
 
 # ---- spelling repair --------------------------------------------------------------------------------------------
@@ -265,6 +265,7 @@ class Parsed:
     mode: str | None = None
     drums: bool | None = None
     piano: bool | None = None
+    bass: bool | None = None
     textures_on: list[str] = field(default_factory=list)
     textures_off: list[str] = field(default_factory=list)
     textures_clear: bool = False
@@ -484,6 +485,8 @@ def _parse_parts_and_textures(words: list[str], p: Parsed) -> None:
                 p.piano = False
             else:
                 p.piano = True if p.piano is None else p.piano
+        elif w in ("bass", "bassline") and not (i + 1 < n and words[i + 1] in ("heavy", "boost", "boosted")):
+            p.bass = not (negated[i] or post)            # "no bass", "bass off"; "add bass", "with a bassline"
     for i, w in enumerate(words):
         if w == "drumless":
             p.drums = False
@@ -506,7 +509,7 @@ def _mark_negation_scope(words: list[str], i: int, negated: list[bool], p: Parse
     skipped, last = 0, i
     while i < n:
         w = words[i]
-        if w in TEXTURE_WORDS or w in DRUM_WORDS or w in ("piano", "beats") \
+        if w in TEXTURE_WORDS or w in DRUM_WORDS or w in ("piano", "beats", "bass", "bassline") \
                 or (i + 1 < n and (w, words[i + 1]) in TEXTURE_BIGRAMS):
             negated[i] = True
             skipped, last = 0, i + 1
