@@ -109,35 +109,53 @@ class TokenStream:
     def batch_size(self) -> int:
         return self.logits.shape[0]
 
-    def next(self, mask: Tensor | None = None) -> Tensor:
-        """Sample one token per stream (B,), feed it, and return it."""
+    def next(self, mask: Tensor | None = None, active: Tensor | None = None) -> Tensor:
+        """Sample one token per stream (B,), feed it, and return it. With `active` (B,) bool, only those streams take
+        their token in; the others stay where they were (a finished candidate waits while the rest go on)."""
         with torch.inference_mode():
             tokens = sample_logits(self.logits, self.cfg, self.generator, mask)
-            self.logits, self.state = self.model.step(tokens, self.state)
-        self._took(tokens[:, None])
+            self._advance(tokens, active)
         return tokens
 
-    def feed(self, tokens: Tensor) -> None:
-        """Teacher-force tokens (B,) or (B, T): long runs go through the parallel form, single tokens recurrently."""
+    def _advance(self, tokens: Tensor, active: Tensor | None) -> None:
+        """One recurrent step on tokens (B,), kept only for the active streams (all when None)."""
+        logits, state = self.model.step(tokens, self.state)
+        if active is not None:
+            keep = ~active.to(logits.device)
+            logits[keep] = self.logits[keep]
+            state.shift[:, :, keep] = self.state.shift[:, :, keep]
+            state.wkv[:, keep] = self.state.wkv[:, keep]
+        self.logits, self.state = logits, state
+        self._took(tokens[:, None], active)
+
+    def feed(self, tokens: Tensor, active: Tensor | None = None) -> None:
+        """Teacher-force tokens (B,) or (B, T): long runs go through the parallel form, single tokens recurrently.
+        With `active` (B,) bool (single tokens only), the other streams do not take theirs in."""
         tokens = tokens.to(self.logits.device)
         if tokens.dim() == 1:
             tokens = tokens[:, None]
         if tokens.dim() != 2 or tokens.shape[0] != self.batch_size:
             raise ValueError(f"tokens must be ({self.batch_size},) or ({self.batch_size}, T), got {tuple(tokens.shape)}")
+        if active is not None and tokens.shape[1] != 1:
+            raise ValueError("feed(active=...) takes one token per stream")
         with torch.inference_mode():
             if tokens.shape[1] == 1:
-                self.logits, self.state = self.model.step(tokens[:, 0], self.state)
-            elif tokens.shape[1] > 1:
+                self._advance(tokens[:, 0], active)
+                return
+            if tokens.shape[1] > 1:
                 logits, self.state = self.model(tokens, state=self.state, return_state=True)
                 self.logits = logits[:, -1]
         self._took(tokens)
 
-    def _took(self, tokens: Tensor) -> None:
-        """Record (B, T) tokens just taken in; restart the streams the window says to."""
+    def _took(self, tokens: Tensor, active: Tensor | None = None) -> None:
+        """Record (B, T) tokens just taken in (by the active streams); restart the streams the window says to."""
         if self.window is None:
             return
         w = self.window
+        took = [True] * len(self.history) if active is None else active.tolist()
         for b, new in enumerate(tokens.tolist()):
+            if not took[b]:
+                continue
             hist = self.history[b]
             hist += new
             if len(self.prompts[b]) + len(hist) <= w.max_tokens or w.boundary not in new:
@@ -151,6 +169,29 @@ class TokenStream:
                 self.state.shift[:, :, b] = fresh.shift[:, :, 0]
                 self.state.wkv[:, b] = fresh.wkv[:, 0]
                 self.logits[b] = logits[0, -1]
+
+    def repeat(self, n: int) -> "TokenStream":
+        """n copies of this one stream as a batch (B = n), to sample n candidates side by side for about the cost of
+        one (a step's cost is mostly fixed overhead at these sizes)."""
+        if self.batch_size != 1:
+            raise ValueError(f"repeat() needs a single stream, this one has {self.batch_size}")
+        twin = self.clone()
+        with torch.inference_mode():
+            twin.state = RWKVState.cat([self.state] * n)
+            twin.logits = self.logits.repeat(n, 1)
+        twin.prompts = self.prompts * n
+        twin.history = [list(h) for h in self.history for _ in range(n)]
+        return twin
+
+    def select(self, b: int) -> "TokenStream":
+        """Stream b alone (B = 1), continuing exactly where it was."""
+        twin = self.clone()
+        with torch.inference_mode():
+            twin.state = self.state.select(b)
+            twin.logits = self.logits[b:b + 1].clone()
+        twin.prompts = self.prompts[b:b + 1]
+        twin.history = [list(self.history[b])] if self.history else []
+        return twin
 
     def clone(self, generator: torch.Generator | None = None) -> "TokenStream":
         """A branch: same model and config, copied state and logits; shares the generator unless given one."""

@@ -36,9 +36,9 @@ def small_cap(monkeypatch):
     monkeypatch.setitem(comp.MAX_TOKENS_PER_BAR, "drums", CAP)
 
 
-def _bars(models, n_bars: int, **kw):
+def _bars(models, n_bars: int, candidates: int = 1, **kw):
     c = Conditions(tempo_bpm=90, key="D", mode="minor", seed=5, swing=0.0, **kw)
-    composer = comp.Composer(c, piano=models[0], drums=models[1])
+    composer = comp.Composer(c, piano=models[0], drums=models[1], groove_candidates=candidates)
     return composer, list(composer.bars(n_bars))
 
 
@@ -125,3 +125,36 @@ def test_same_seed_same_notes_other_seed_other_notes(models):
     c = Conditions(tempo_bpm=90, key="D", mode="minor", seed=6)
     other = list(comp.Composer(c, piano=models[0], drums=models[1]).bars(10))
     assert [x.piano for x in other] != [x.piano for x in a]
+
+
+def test_each_groove_is_the_best_scoring_of_its_candidates(models, monkeypatch):
+    scored: list[tuple[tuple, float]] = []
+    real = comp.beat_score
+
+    def recording(bar):
+        score = real(bar)
+        scored.append((tuple(bar), score))
+        return score
+
+    monkeypatch.setattr(comp, "beat_score", recording)
+    composer, bars = _bars(models, 24, candidates=4)
+    first_loop = next(b.index for b in bars if b.section == "loop")
+    # the first loop's groove was chosen from the first 4 x 2 bars scored: candidate k's bars are 2k and 2k + 1
+    groove = [tuple(scored[k] for k in (2 * c, 2 * c + 1)) for c in range(4)]
+    totals = [sum(x[1] for x in g) for g in groove]
+    best = totals.index(max(totals))
+    spb = composer.grid.samples_per_beat
+    for j in range(2):
+        played = bars[first_loop + j]
+        notes = [(round((e.start_sample - played.start_sample) / spb, 3), e.pitch) for e in played.drums]
+        assert notes == [(round(n.onset, 3), n.pitch) for n in groove[best][j][0]]
+    assert len(set(g[0][0] for g in groove)) > 1                        # the candidates differ
+
+
+@pytest.mark.parametrize("hits, score", [
+    ([(0, 36), (1, 38), (3, 38)] + [(t / 2, 42) for t in range(8)], 6),     # kick, backbeat, hats: a beat
+    ([(t / 4, 38) for t in range(16)], 4),                                   # a snare roll: no kick, no hats
+    ([(t / 2, 47) for t in range(8)], 1),                                    # a tom run: only "not too dense"
+])
+def test_beat_score_tells_a_beat_from_a_roll(hits, score):
+    assert comp.beat_score([comp.Note(t, 0.1, p, 90) for t, p in hits]) == score

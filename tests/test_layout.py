@@ -118,3 +118,32 @@ def test_wheel_installs_and_generates_a_track_outside_the_checkout(tmp_path):
     from pedalboard.io import AudioFile
     with AudioFile(str(elsewhere / "t.wav")) as f:
         assert (f.frames, f.num_channels) == (5 * SR, 2)
+
+
+@pytest.mark.e2e
+def test_text2lofi_serve_takes_the_app_options(tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, TEXT2LOFI_DB_URL=f"sqlite:///{tmp_path / 's.sqlite3'}", GRADIO_ANALYTICS_ENABLED="False")
+    proc = subprocess.Popen([sys.executable, "-m", "text2lofi", "serve", "--port", str(port), "--max-duration", "30",
+                             "--output-dir", str(tmp_path / "out")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    assert r.status == 200 and "text2lofi" in r.read().decode()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()[-2000:]
+                assert time.monotonic() < deadline, "text2lofi serve did not start"
+                time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -192,3 +192,22 @@ def test_context_window_restarts_each_stream_on_its_own(model):
 def test_context_window_needs_keep_below_max():
     with pytest.raises(ValueError):
         ContextWindow(max_tokens=8, keep_tokens=8, boundary=0)
+
+
+def test_candidates_sampled_side_by_side_continue_alone_exactly(model):
+    """repeat(n) samples n continuations in one batch; select(b) goes on as if stream b had always been alone;
+    a stream left inactive keeps its state while the others advance."""
+    prompt = torch.tensor([[1, 2, 3, 4]])
+    base = TokenStream(model, prompt, SamplingConfig(temperature=1.0), generator=gen(3))
+    batch = base.repeat(4)
+    assert torch.equal(batch.logits, base.logits.expand(4, -1))
+    drawn = torch.stack([batch.next() for _ in range(6)], dim=1)          # (4, 6)
+    assert len({tuple(r) for r in drawn.tolist()}) > 1                     # different candidates
+    b = 2
+    alone = TokenStream(model, torch.cat([prompt, drawn[b:b + 1]], dim=1), SamplingConfig(), generator=gen(0))
+    chosen = batch.select(b)
+    torch.testing.assert_close(chosen.logits, alone.logits, rtol=1e-4, atol=1e-4)
+    before = batch.logits[1].clone(), batch.state.wkv[:, 1].clone()
+    batch.next(active=torch.tensor([True, False, True, True]))
+    assert torch.equal(batch.logits[1], before[0]) and torch.equal(batch.state.wkv[:, 1], before[1])
+    assert not torch.equal(batch.logits[0], chosen.logits[0])

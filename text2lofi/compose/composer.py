@@ -28,6 +28,11 @@ from text2lofi.resources import checkpoints_dir
 PIANO_RANGE = (36, 96)          # MIDI pitches the piano may sample: C2..C7, nothing shrill or muddy
 BASS_LOWEST = 28                # E1, the open low string: each bar's bass root sits in E1..D#2
 KICK = DRUM_KIT["kick"]
+BACKBEAT = {DRUM_KIT["snare"], DRUM_KIT["clap"], DRUM_KIT["rim"]}
+TIMEKEEPERS = {DRUM_KIT["closed_hat"], DRUM_KIT["open_hat"], DRUM_KIT["ride"]}
+TOMS = {DRUM_KIT["low_tom"], DRUM_KIT["mid_tom"], DRUM_KIT["high_tom"]}
+# Grooves drawn per loop section; the one with the best beat_score plays (docs/compose.md has the measurements).
+GROOVE_CANDIDATES = 4
 # A guard against a bar that never ends, not a density control: the piano's natural bar is about 28 notes x 3
 # tokens, and a cut bar goes silent for its rest (docs/compose.md has the measurements behind 160).
 MAX_TOKENS_PER_BAR = {"piano": 160, "drums": 96}
@@ -88,49 +93,93 @@ class TokenMasks:
 
 
 class PartWriter:
-    """Samples one part, bar by bar, from its model. Holds the recurrent state between bars."""
+    """Samples one part, bar by bar, from its model. Holds the recurrent state between bars. Usually one stream;
+    `candidates(k)` makes a writer of k streams that sample k different continuations side by side."""
 
     def __init__(self, mm: MusicModel, prefix: list[int], sampling: SamplingConfig, generator: torch.Generator):
         self.mm, self.tok = mm, mm.tokenizer
         self.masks = token_masks(mm.tokenizer)
         self.stream = TokenStream(mm.model, torch.tensor([prefix], dtype=torch.long), sampling, generator=generator,
                                   window=ContextWindow.for_model(mm.model, mm.tokenizer.bar_id))
-        self.last = prefix[-1]
-        self.bar_open = False   # True when the model itself already emitted the Bar that opens the next bar
+        self.last = [prefix[-1]]      # per stream: the last token taken in
+        self.bar_open = [False]       # per stream: the model itself already emitted the Bar that opens the next bar
         self.max_tokens = MAX_TOKENS_PER_BAR[mm.kind]
 
-    def next_bar(self, chord: str | None = None, pitch_mask: torch.Tensor | None = None) -> list[Note]:
+    def _with_stream(self, stream: TokenStream, last: list[int], bar_open: list[bool]) -> "PartWriter":
+        twin = object.__new__(PartWriter)
+        twin.__dict__.update(self.__dict__)
+        twin.stream, twin.last, twin.bar_open = stream, last, bar_open
+        return twin
+
+    def candidates(self, k: int) -> "PartWriter":
+        """k copies of this (single-stream) writer as one batch, sharing the random generator."""
+        return self._with_stream(self.stream.repeat(k), self.last * k, self.bar_open * k)
+
+    def select(self, b: int) -> "PartWriter":
+        """Candidate b alone, to go on from."""
+        return self._with_stream(self.stream.select(b), [self.last[b]], [self.bar_open[b]])
+
+    def _open_bars(self, chord: str | None) -> None:
+        """Feed each stream the tokens that open a bar: Bar (unless the model already chose it) and the chord."""
         tok = self.tok
-        opening = [] if self.bar_open else [tok.bar_id]
         chord_id = tok.chord_token(chord) if chord else None
-        if chord_id is not None:
-            opening.append(chord_id)
-        if opening:
-            self.stream.feed(torch.tensor([opening], dtype=torch.long))
-            self.last = opening[-1]
-        self.bar_open = False
-        body: list[int] = []
-        position, notes_started = -1, False
+        openings = [([] if is_open else [tok.bar_id]) + ([] if chord_id is None else [chord_id])
+                    for is_open in self.bar_open]
+        if all(o == openings[0] for o in openings):
+            if openings[0]:
+                self.stream.feed(torch.tensor([openings[0]] * len(openings), dtype=torch.long))
+        else:                         # streams differ in whether Bar is still due: feed it to those that need it
+            self.stream.feed(torch.full((len(openings),), tok.bar_id), active=torch.tensor(
+                [not is_open for is_open in self.bar_open]))
+            if chord_id is not None:
+                self.stream.feed(torch.full((len(openings),), chord_id))
+        self.last = [o[-1] if o else last for o, last in zip(openings, self.last)]
+        self.bar_open = [False] * len(openings)
+
+    def next_bars(self, chord: str | None = None, pitch_mask: torch.Tensor | None = None) -> list[list[Note]]:
+        """One bar per stream: notes in beats from the bar start."""
+        tok, m = self.tok, self.masks
+        self._open_bars(chord)
+        n = len(self.last)
+        bodies: list[list[int]] = [[] for _ in range(n)]
+        position, started, done = [-1] * n, [False] * n, [False] * n
         for _ in range(self.max_tokens):
-            mask = self.masks.grammar[self.last].clone()
-            if pitch_mask is not None:
-                mask &= pitch_mask
-            mask &= ~self.masks.is_position | (self.masks.position > position)
-            if not notes_started:
-                mask[tok.bar_id] = False      # no empty bars: the arrangement decides where silence goes
-            if not bool(mask.any()):
+            rows = []
+            for b in range(n):
+                mask = m.grammar[self.last[b]].clone()
+                if pitch_mask is not None:
+                    mask &= pitch_mask
+                mask &= ~m.is_position | (m.position > position[b])
+                if not started[b]:
+                    mask[tok.bar_id] = False      # no empty bars: the arrangement decides where silence goes
+                if not done[b] and not bool(mask.any()):
+                    done[b] = True
+                rows.append(mask if not done[b] else m.grammar[self.last[b]] | True)
+            if all(done):
                 break
-            t = int(self.stream.next(mask=mask[None])[0])
-            self.last = t
-            if t == tok.bar_id:
-                self.bar_open = True
+            active = None if not any(done) else torch.tensor([not d for d in done])
+            sampled = self.stream.next(mask=torch.stack(rows), active=active).tolist()
+            for b, t in enumerate(sampled):
+                if done[b]:
+                    continue
+                self.last[b] = t
+                if t == tok.bar_id:
+                    self.bar_open[b], done[b] = True, True
+                    continue
+                bodies[b].append(t)
+                if m.is_position[t]:
+                    position[b] = int(m.position[t])
+                started[b] = started[b] or bool(m.is_pitch[t])
+            if all(done):
                 break
-            body.append(t)
-            if self.masks.is_position[t]:
-                position = int(self.masks.position[t])
-            notes_started = notes_started or bool(self.masks.is_pitch[t])
-        bars = tok.decode_bars([tok.bar_id] + body)
-        return bars[0] if bars else []
+        out = []
+        for body in bodies:
+            bars = tok.decode_bars([tok.bar_id] + body)
+            out.append(bars[0] if bars else [])
+        return out
+
+    def next_bar(self, chord: str | None = None, pitch_mask: torch.Tensor | None = None) -> list[Note]:
+        return self.next_bars(chord, pitch_mask)[0]
 
 
 _MASKS: dict[int, tuple[MusicTokenizer, TokenMasks]] = {}
@@ -142,6 +191,17 @@ def token_masks(tok: MusicTokenizer) -> TokenMasks:
     if hit is None or hit[0] is not tok:
         hit = _MASKS[id(tok)] = (tok, TokenMasks(tok))
     return hit[1]
+
+
+def beat_score(bar: list[Note]) -> float:
+    """How much a drum bar is a beat (not a roll or a tom fill): a kick on the one, snare/clap/rim on beats 2 and
+    4, a hat or ride keeping time, few toms, not a wall of hits. Each criterion counts 1."""
+    def near(t: float, pitches: set[int]) -> bool:
+        return any(abs(n.onset - t) <= 0.125 and n.pitch in pitches for n in bar)
+
+    toms = sum(n.pitch in TOMS for n in bar)
+    return (near(0.0, {KICK}) + near(1.0, BACKBEAT) + near(3.0, BACKBEAT)
+            + (sum(n.pitch in TIMEKEEPERS for n in bar) >= 4) + (toms <= 0.2 * len(bar)) + (len(bar) <= 32))
 
 
 def drum_style(c: Conditions) -> str:
@@ -166,8 +226,10 @@ class Composer:
     """Bars of piano + drums for Conditions, on one BarGrid. `bars(n)` for a fixed length, `bars(None)` forever."""
 
     def __init__(self, c: Conditions, piano: MusicModel | None = None, drums: MusicModel | None = None,
-                 sample_rate: int = SAMPLE_RATE, sampling: SamplingConfig | None = None):
+                 sample_rate: int = SAMPLE_RATE, sampling: SamplingConfig | None = None,
+                 groove_candidates: int = GROOVE_CANDIDATES):
         self.c = c
+        self.groove_candidates = max(1, int(groove_candidates))
         self.grid = BarGrid(c.tempo_bpm, sample_rate)
         self.generator = torch.Generator().manual_seed(c.seed)
         sampling = sampling or SamplingConfig(temperature=0.95, top_k=0, top_p=0.95)
@@ -249,16 +311,31 @@ class Composer:
                 piano.append(piano[j % s.phrase_bars])          # the loop repeats its phrase
         drums: list[list[Note]] = []
         groove = min(2, s.phrase_bars)
+        grooves = self._groove(groove) if s.drums and self.drums else []
         for j in range(s.n_bars):
             if not (s.drums and self.drums):
                 drums.append([])
-            elif j < groove or j == s.n_bars - 1:
-                drums.append(self._shape_drums(self.drums.next_bar()))   # groove, then a fill at the end
+            elif j < groove:
+                drums.append(grooves[j])
+            elif j == s.n_bars - 1:
+                drums.append(self._shape_drums(self.drums.next_bar()))   # a fill at the end
             else:
                 drums.append(drums[j % groove])
         bass = [self._bass_bar(chords[j], drums[j], held=last_of_track and j == s.n_bars - 1) if bass_plays else []
                 for j in range(s.n_bars)]
         return list(zip(chords, piano, drums, bass))
+
+    def _groove(self, n_bars: int) -> list[list[Note]]:
+        """The section's groove: `groove_candidates` drawn side by side from the drum model, the best by summed
+        beat_score (the lowest-numbered wins a tie); the model goes on from the chosen one."""
+        if self.groove_candidates == 1:
+            return [self._shape_drums(self.drums.next_bar()) for _ in range(n_bars)]
+        writer = self.drums.candidates(self.groove_candidates)
+        drawn = [[self._shape_drums(bar) for bar in writer.next_bars()] for _ in range(n_bars)]   # [bar][candidate]
+        scores = [sum(beat_score(drawn[j][k]) for j in range(n_bars)) for k in range(self.groove_candidates)]
+        best = scores.index(max(scores))
+        self.drums = writer.select(best)
+        return [drawn[j][best] for j in range(n_bars)]
 
     def _shape_drums(self, notes: list[Note]) -> list[Note]:
         """Energy sets intensity: velocities scale, and quiet ghost notes go at low energy."""
