@@ -54,7 +54,7 @@ def postgres_url():
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])   # a server process
 def store(request, tmp_path):
     if request.param == "sqlite":
         s = SurveyStore(f"sqlite:///{tmp_path / 'survey.sqlite3'}", admin_password="s3cret")

@@ -357,6 +357,13 @@ METRIC_DOCS = {
     "loudness_lufs": "BS.1770 integrated loudness of the mastered audio (pyloudnorm); the target is -14 LUFS.",
     "interpret_tempo": "Diagnostic: the interpreted Conditions carry the prompt's BPM (+-0.5).",
     "interpret_key": "Diagnostic: the interpreted Conditions carry the prompt's tonic and mode.",
+    "audio_key": "Outside judge: Essentia's KeyExtractor on the mastered audio, majority of five profiles (temperley, "
+                 "krumhansl, edma, bgate, shaath), equals the asked tonic and mode.",
+    "audio_key_dup": "As audio_key, the relative major/minor also counts.",
+    "audio_key_major": "audio_key over the prompts that ask for a major key.",
+    "audio_key_minor": "audio_key over the prompts that ask for a minor key.",
+    "audio_tempo": "Outside judge: Essentia's RhythmExtractor2013 (multifeature) tempo within 4% of the asked BPM, "
+                   "or of its double or half.",
     "key_annotation_agreement": "Real music only: our key finder agrees with POP909's key annotation (CK); "
                                 "the ceiling for CK on real music.",
 }
@@ -372,6 +379,8 @@ SYMBOLIC = ("rhythm_consistency", "consonance", "dissonance", "key_changes", "sc
             "repetition_rate", "silent")
 ADHERENCE = ("tempo_bin", "tempo_bin_tolerant", "correct_key", "correct_key_dup", "drums_match", "exact_duration",
              "duration_error_s", "loudness_lufs", "interpret_tempo", "interpret_key")
+# From the audio, by an outside judge (evaluate.judges, Essentia); present only where Essentia is installed.
+JUDGED = ("audio_key", "audio_key_dup", "audio_key_major", "audio_key_minor", "audio_tempo")
 # Metrics where a larger value is not simply "better": the report compares these to the real music instead.
 CLOSER_TO_REAL = ("rhythm_consistency", "key_changes", "scale_consistency", "pitch_class_entropy",
                   "groove_consistency", "drum_groove_consistency", "repetition_rate")

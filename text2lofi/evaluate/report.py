@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from text2lofi.evaluate.metrics import ANCHORS, CLOSER_TO_REAL, METRIC_DOCS, ORIGINAL, SYMBOLIC
+from text2lofi.evaluate.metrics import ANCHORS, CLOSER_TO_REAL, JUDGED, METRIC_DOCS, ORIGINAL, SYMBOLIC
 from text2lofi.evaluate.prompts import prompt_set
 
 def plain(x):
@@ -29,6 +29,7 @@ def _fmt(value, pct: bool = False) -> str:
 
 
 HIGHER_IS_BETTER = ("consonance", "tempo_bin", "tempo_bin_tolerant", "correct_key", "correct_key_dup", "drums_match",
+                    "audio_key", "audio_key_dup", "audio_key_major", "audio_key_minor", "audio_tempo",
                     "exact_duration")
 LOWER_IS_BETTER = ("dissonance", "empty_bar_rate", "duration_error_s", "silent")
 
@@ -173,6 +174,14 @@ def write_report(result: dict, out: Path) -> None:
                    "sit side by side for scale, not as a controlled comparison. Our prompts state tempo and key "
                    "explicitly, and TB/TBT read the MIDI's tempo map, which our composer writes from the interpreted "
                    "tempo: TB mostly measures text interpretation. CK/CKD analyse the notes themselves."]
+        judged = [n for n in adh_systems if "audio_key" in systems[n]]
+        if judged:
+            md += ["", "### Heard in the audio (outside judge: Essentia)", "",
+                   "| system | key | key or relative | key, major prompts | key, minor prompts | tempo (x2, x0.5 ok) |",
+                   "|---|---|---|---|---|---|"]
+            for n in judged:
+                md.append(f"| {n} | " + " | ".join(cell(n, m, pct=True) for m in JUDGED) + " |")
+            md += ["", METRIC_DOCS["audio_key"] + " " + METRIC_DOCS["audio_tempo"]]
     else:
         md.append("No text-conditioned system was run.")
     if "key_annotation_agreement" in systems.get("real", {}):

@@ -14,7 +14,9 @@ import pretty_midi
 from text2lofi.compose.theory import key_match
 from text2lofi.conditions import PITCH_CLASS
 from text2lofi.resources import checkpoints_dir, shared_data_dir
-from text2lofi.evaluate.metrics import (ADHERENCE, ANCHORS, METRIC_DOCS, ORIGINAL, SYMBOLIC, adherence, bar_starts,
+from text2lofi.evaluate import judges
+from text2lofi.evaluate.metrics import (ADHERENCE, ANCHORS, JUDGED, METRIC_DOCS, ORIGINAL, SYMBOLIC, adherence,
+                                        bar_starts,
                                         drum_notes, groove_consistency, key_name, key_of, pitched_notes,
                                         symbolic_metrics)
 from text2lofi.evaluate.prompts import prompt_set
@@ -116,10 +118,22 @@ def _rwkv_rows(cfg: EvalConfig, out_dir: Path) -> tuple[list[dict], dict]:
                "interpret_tempo": float(abs(c.tempo_bpm - spec.tempo_bpm) <= 0.5),
                "interpret_key": float(c.tonic_pc == PITCH_CLASS[spec.key] and c.mode == spec.mode),
                "key_found": key_name(key_of(track.midi)), "drums_found": bool(len(drum_notes(track.midi)))}
+        if judges.available():
+            row.update(judged_adherence(track.audio, track.sample_rate, spec))
         rows.append(row)
         track.midi.write(str(midi_dir / f"rwkv_{i:03d}.mid"))
     return rows, {"pieces": len(rows), "models": models, "seconds_per_track_median": float(np.median(seconds)),
                   "source": "text2lofi.generate(prompt, seed) through interpret -> compose -> render -> master"}
+
+
+def judged_adherence(audio: np.ndarray, sample_rate: int, spec) -> dict[str, float]:
+    """Key and tempo heard in the audio by the outside judge, against what the prompt asked."""
+    tonic, mode, _ = judges.audio_key(audio, sample_rate)
+    asked = PITCH_CLASS[spec.key]
+    ok = float(key_match((tonic, mode), asked, spec.mode, allow_relative=False))
+    return {"audio_key": ok, f"audio_key_{spec.mode}": ok,
+            "audio_key_dup": float(key_match((tonic, mode), asked, spec.mode, allow_relative=True)),
+            "audio_tempo": float(judges.tempo_matches(judges.audio_tempo(audio, sample_rate), spec.tempo_bpm))}
 
 
 def _convlstm_rows(cfg: EvalConfig, offset: bool, out_dir: Path) -> tuple[list[dict], dict]:
@@ -177,7 +191,7 @@ def summarise(rows: list[dict]) -> tuple[dict[str, float | None], dict[str, dict
     """Per metric: mean over the pieces where it is defined, and {std, n}. Every symbolic metric gets a key (None
     when no piece defines it, e.g. consonance of a one-voice melody); adherence keys only where measured."""
     means, spread = {}, {}
-    for name in SYMBOLIC + ADHERENCE + ("key_annotation_agreement",):
+    for name in SYMBOLIC + ADHERENCE + JUDGED + ("key_annotation_agreement",):
         vals = np.array([r[name] for r in rows if r.get(name) is not None and np.isfinite(r[name])])
         if len(vals):
             means[name] = float(vals.mean())
