@@ -69,10 +69,10 @@ def test_interpret_reports_an_unreadable_chord():
 
 
 def test_the_track_plays_the_written_chords_and_lists_them_per_bar(tmp_path):
-    t = generate(interpret("lofi over Dm9 G13 Cmaj9 Am9, 30 seconds"), seed=3)
+    t = generate(interpret("lofi over Dm9 G13 Cmaj9 Am9, 16 seconds"), seed=3)
     chords = t.metadata["chords"]
     bar_s = 4 * 60.0 / t.conditions.tempo_bpm
-    assert len(chords) == -(-30.0 // bar_s)                      # one per bar, the cut last bar included
+    assert len(chords) == -(-16.0 // bar_s)                      # one per bar, the cut last bar included
     assert chords[:4] == ["Dm9", "G13", "Cmaj9", "Am9"] and chords[-1] == "Cmaj7"    # ends at home
     path = t.save(tmp_path / "t.wav")
     assert json.loads(path.with_suffix(".wav.json").read_text())["chords"] == chords
@@ -86,3 +86,21 @@ def test_the_track_plays_the_written_chords_and_lists_them_per_bar(tmp_path):
         if total:
             shares.append(sum(d for d, inside in spans if inside) / total)
     assert sum(shares) / len(shares) >= 0.6
+
+
+def test_every_seed_progression_opens_on_its_tonic_chord():
+    from text2lofi.instruct.data import load_bank
+    from text2lofi.compose.theory import is_tonic_chord
+    from text2lofi.instruct.interpreter import seed_progression
+    bank = load_bank()
+    for mode, key in (("major", "Eb"), ("minor", "F#")):
+        for mood, options in bank.progressions[mode].items():
+            for seed in range(len(options)):
+                chords = seed_progression(bank, key, mode, [mood], seed)
+                assert is_tonic_chord(chords[0], {"Eb": 3, "F#": 6}[key], mode), (mode, mood, chords)
+
+
+def test_seed_chords_are_spelled_for_the_key():
+    c = interpret("sad lofi in F# minor")
+    assert not any(x[1:2] == "b" and x[:1] in "DGA" for x in c.progression)          # C#7, not Db7
+    assert c.progression[0].startswith("F#m")

@@ -48,7 +48,8 @@ class BarGrid:
 # Default seed progressions (scale degrees in semitones + quality) when the conditions carry none.
 _DEFAULT_PROGRESSIONS = {
     "major": [(0, "maj7"), (9, "m7"), (2, "m7"), (7, "7")],      # Imaj7 vi7 ii7 V7
-    "minor": [(0, "m7"), (5, "m7"), (10, "7"), (3, "maj7")],      # i7 iv7 bVII7 bIIImaj7
+    "minor": [(0, "m7"), (5, "m7"), (8, "maj7"), (7, "7")],       # i7 iv7 bVImaj7 V7: a leading-tone V, so the
+                                                                   # minor tonic is heard, not the relative major
 }
 
 

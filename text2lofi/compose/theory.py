@@ -79,6 +79,13 @@ def detect_chord(weights: np.ndarray) -> tuple[int, str] | None:
     return best
 
 
+def is_tonic_chord(symbol: str, tonic_pc: int, mode: str) -> bool:
+    """Root on the tonic and a third of the mode: Cmaj7 / C6 in C major, Am9 in A minor."""
+    parsed = read_chord(symbol)
+    return parsed is not None and parsed[0] == tonic_pc and parsed[1].startswith("min") == (mode == "minor") \
+        and parsed[1] not in ("dim", "dim7", "hdim7", "aug", "sus2", "sus4")
+
+
 def chord_tones(symbol: str) -> tuple[int, tuple[int, ...]]:
     """'Am9' -> (9, sorted pitch classes of its compact chord). Raises ValueError for unreadable symbols."""
     parsed = read_chord(symbol)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from text2lofi.conditions import PC_NAME, PITCH_CLASS, TEXTURES, Conditions
-from text2lofi.instruct.chords import key_of_progression, resolve_roman, roman_mode
+from text2lofi.compose.theory import is_tonic_chord
+from text2lofi.instruct.chords import key_of_progression, resolve_roman, roman_mode, spell
 from text2lofi.instruct.data import PromptBank, Target, energy_bin, implied, load_bank, tempo_token, texture_ops
 from text2lofi.instruct.lm import InstructLM, Retriever, SentenceEmbedder, checkpoint_dir, lm_input_words
 from text2lofi.instruct.parse import PARSER_WORDS, Parsed, Speller, parse, segments
@@ -171,23 +172,27 @@ def rule_target(entries, bank: PromptBank, is_edit: bool) -> Target:
     return t
 
 
-def transpose_chord(symbol: str, semitones: int) -> str:
-    """'Am9' up 2 -> 'Bm9'; slash basses move too ('G/B')."""
+def transpose_chord(symbol: str, semitones: int, key: str | None = None, mode: str = "major") -> str:
+    """'Am9' up 2 -> 'Bm9'; slash basses move too ('G/B'). With `key`, roots are spelled as its signature writes
+    them (C#7 in F# minor, not Db7)."""
     def move(name: str) -> str:
         root = name[:2] if len(name) > 1 and name[1] in "#b" else name[:1]
-        return PC_NAME[(PITCH_CLASS[root] + semitones) % 12] + name[len(root):]
+        pc = (PITCH_CLASS[root] + semitones) % 12
+        return (spell(pc, key, mode) if key else PC_NAME[pc]) + name[len(root):]
     head, _, bass = symbol.partition("/")
     return move(head) + ("/" + move(bass) if bass else "")
 
 
 def seed_progression(bank: PromptBank, key: str, mode: str, mood: list[str], seed: int) -> list[str]:
-    """A progression from prompts/progressions.json for the first mood that has one in this mode, moved to key."""
+    """A progression from prompts/progressions.json for the first mood that has one in this mode, moved to key and
+    started on its tonic chord: phrases open at home, and the last chord leads back there."""
     table = bank.progressions[mode]
     name = next((m for m in mood if m in table), "chill")
     options = table[name]
     chords = options[seed % len(options)]
     home = 0 if mode == "major" else 9          # written on C major / A minor
-    return [transpose_chord(c, PITCH_CLASS[key] - home) for c in chords]
+    start = next((i for i, c in enumerate(chords) if is_tonic_chord(c, home, mode)), 0)
+    return [transpose_chord(c, PITCH_CLASS[key] - home, key, mode) for c in chords[start:] + chords[:start]]
 
 
 _LOCK = threading.Lock()
