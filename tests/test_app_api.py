@@ -2,6 +2,7 @@
 running the real pipeline (short tracks), with the survey in a SQLite file the test can inspect."""
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import signal
 import sqlite3
@@ -115,7 +116,17 @@ def test_200_concurrent_rate_calls_give_200_rows(client, app):
     store.close()
     before = _count(app[1], "ratings")
     jobs = [client.submit(gid, 1 + i % 5, 3, 4, f"#{i}", api_name="/rate") for i, gid in enumerate(gids)]
-    results = [job.result(timeout=120) for job in jobs]
+    results, resent = [], 0
+    for i, (gid, job) in enumerate(zip(gids, jobs)):
+        try:
+            results.append(job.result(timeout=120))
+        except concurrent.futures.CancelledError:
+            # gradio_client reads every job of a Client from one SSE stream; when that stream closes under 200
+            # submissions it cancels the jobs still waiting on it (seen 1 in 4 full-suite runs; gradio-app/gradio
+            # #8245 describes the shared stream). Sending the same rating again is an update, so a resend is safe.
+            resent += 1
+            results.append(client.predict(gid, 1 + i % 5, 3, 4, f"#{i}", api_name="/rate"))
+    assert resent <= 5
     assert len({r["generation_id"] for r in results}) == 200
     assert _count(app[1], "ratings") == before + 200
 
