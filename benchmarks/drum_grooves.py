@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from text2lofi.compose.arrangement import plan_sections
-from text2lofi.compose.composer import BACKBEAT, KICK, TIMEKEEPERS, TOMS, Composer
+from text2lofi.compose.composer import BACKBEAT, KICK, TIMEKEEPERS, TOMS, Composer, hit_near
 from text2lofi.compose.tokenizer import GM_TO_KIT, Note
 from text2lofi.instruct import interpret
 from text2lofi.resources import shared_data_dir
@@ -27,14 +27,11 @@ PROMPTS = ("rainy night study beats", "chill lofi hip hop to relax", "jazzy late
 
 
 def bar_stats(bars: list[list[Note]], groove: list[bool]) -> dict[str, float]:
-    def near(bar, t, pitches):
-        return any(abs(n.onset - t) <= 0.125 and n.pitch in pitches for n in bar)
-
     sounding = [b for b in bars if b]
     hits = [n for b in sounding for n in b]
     grooves = [b for b, g in zip(bars, groove) if g and b]
     return {"lacking": float(np.mean([not any(n.pitch in {KICK} | TIMEKEEPERS for n in b) for b in sounding])),
-            "backbeat": float(np.mean([near(b, 1.0, BACKBEAT) and near(b, 3.0, BACKBEAT) for b in grooves])),
+            "backbeat": float(np.mean([hit_near(b, 1.0, BACKBEAT) and hit_near(b, 3.0, BACKBEAT) for b in grooves])),
             "toms": sum(n.pitch in TOMS for n in hits) / max(1, len(hits))}
 
 

@@ -93,10 +93,6 @@ class Generation:
                 "duration_s": self.track.duration_s, "models": self.track.metadata.get("models", {})}
 
 
-def _no_progress(stage: str, fraction: float) -> None:
-    pass
-
-
 class Studio:
     """Create, refine, rate and list tracks over one survey store and one output folder. Thread-safe: the app
     runs several requests at once."""
@@ -151,7 +147,6 @@ class Studio:
                extras: bool = False, progress: Progress | None = None, **overrides) -> Generation:
         """Text (+ optional previous conditions and overrides) -> a recorded Generation with its files:
         track.wav and track.mid, plus track.mp3, stems.zip and piano_roll.png with `extras`."""
-        progress = progress or _no_progress
         c = self.conditions(prompt, previous, seed, progress, **overrides)
         return self._make(prompt, c, extras, progress)
 

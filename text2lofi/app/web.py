@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from text2lofi.app.serve import AppConfig
-from text2lofi.app.studio import Studio, StudioError
+from text2lofi.app.studio import SEED_RANGE, Studio, StudioError
 from text2lofi.app.survey import MAX_COMMENT_CHARS, QUESTIONS, SurveyStore
 from text2lofi.conditions import DURATION_RANGE, SAMPLE_RATE, TEMPO_RANGE, TEXTURES, TONICS
 from text2lofi.pipeline import STAGES
@@ -111,7 +111,7 @@ class _Handlers:
     def create(self, prompt, duration_s, tempo_bpm, key, seed, lofi_amount, textures, progress=gr.Progress()):
         with _shown():
             g = self.studio.create(
-                prompt, seed=_optional_number(seed, "seed", 0, 2**31 - 1, whole=True), extras=True,
+                prompt, seed=_optional_number(seed, "seed", *SEED_RANGE, whole=True), extras=True,
                 progress=self._progress(progress),
                 duration_s=_optional_number(duration_s, "duration", *DURATION_RANGE),
                 tempo_bpm=_optional_number(tempo_bpm, "tempo", *TEMPO_RANGE), key=key or None,

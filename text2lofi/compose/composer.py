@@ -81,6 +81,7 @@ class TokenMasks:
         self.position = torch.tensor([-1 if tok.position_of(i) is None else tok.position_of(i) for i in range(v)])
         self.is_pitch = self.pitch >= 0
         self.is_position = self.position >= 0
+        self.anything = torch.ones(v, dtype=torch.bool)
 
     def pitch_mask(self, allowed_pcs: frozenset[int] | None, lo: int, hi: int) -> torch.Tensor:
         """True where a token is allowed as far as pitch goes (non-pitch tokens always pass)."""
@@ -154,7 +155,7 @@ class PartWriter:
                     mask[tok.bar_id] = False      # no empty bars: the arrangement decides where silence goes
                 if not done[b] and not bool(mask.any()):
                     done[b] = True
-                rows.append(mask if not done[b] else m.grammar[self.last[b]] | True)
+                rows.append(mask if not done[b] else m.anything)      # a finished stream's draw is discarded
             if all(done):
                 break
             active = None if not any(done) else torch.tensor([not d for d in done])
@@ -193,14 +194,16 @@ def token_masks(tok: MusicTokenizer) -> TokenMasks:
     return hit[1]
 
 
+def hit_near(bar: list[Note], beat: float, pitches: set[int]) -> bool:
+    """A hit of one of `pitches` within a 32nd note (1/8 beat) of `beat`."""
+    return any(abs(n.onset - beat) <= 0.125 and n.pitch in pitches for n in bar)
+
+
 def beat_score(bar: list[Note]) -> float:
     """How much a drum bar is a beat (not a roll or a tom fill): a kick on the one, snare/clap/rim on beats 2 and
     4, a hat or ride keeping time, few toms, not a wall of hits. Each criterion counts 1."""
-    def near(t: float, pitches: set[int]) -> bool:
-        return any(abs(n.onset - t) <= 0.125 and n.pitch in pitches for n in bar)
-
     toms = sum(n.pitch in TOMS for n in bar)
-    return (near(0.0, {KICK}) + near(1.0, BACKBEAT) + near(3.0, BACKBEAT)
+    return (hit_near(bar, 0.0, {KICK}) + hit_near(bar, 1.0, BACKBEAT) + hit_near(bar, 3.0, BACKBEAT)
             + (sum(n.pitch in TIMEKEEPERS for n in bar) >= 4) + (toms <= 0.2 * len(bar)) + (len(bar) <= 32))
 
 
@@ -263,9 +266,11 @@ class Composer:
         where a kick falls on beat 3, each note held until the next. Locked to the kick, so the low end and the
         beat move together; without drums (breaks), root on beats 1 and 3. `held`: one root for the whole bar."""
         head, _, slash = chord.partition("/")
-        root = (read_chord(slash) or read_chord(head))[0]
+        chord_root, pcs = chord_tones(head)
+        slash_bass = read_chord(slash) if slash else None
+        root = slash_bass[0] if slash_bass else chord_root
         low = BASS_LOWEST + (root - BASS_LOWEST) % 12
-        fifth = low + 7 if (chord_tones(head)[0] + 7) % 12 in chord_tones(head)[1] and not slash else low
+        fifth = low + 7 if (chord_root + 7) % 12 in pcs and not slash else low
         velocity = int(70 + 30 * self.c.energy)
         if held:
             return [Note(0.0, 4.0, low, velocity)]
@@ -328,8 +333,6 @@ class Composer:
     def _groove(self, n_bars: int) -> list[list[Note]]:
         """The section's groove: `groove_candidates` drawn side by side from the drum model, the best by summed
         beat_score (the lowest-numbered wins a tie); the model goes on from the chosen one."""
-        if self.groove_candidates == 1:
-            return [self._shape_drums(self.drums.next_bar()) for _ in range(n_bars)]
         writer = self.drums.candidates(self.groove_candidates)
         drawn = [[self._shape_drums(bar) for bar in writer.next_bars()] for _ in range(n_bars)]   # [bar][candidate]
         scores = [sum(beat_score(drawn[j][k]) for j in range(n_bars)) for k in range(self.groove_candidates)]

@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from text2lofi.compose.theory import read_chord
+import numpy as np
+
+from text2lofi.compose.theory import CHORD_QUALITIES, DEFAULT_PROFILE, PROFILES, read_chord
 from text2lofi.conditions import PC_NAME, PITCH_CLASS, SCALE_STEPS
 
 # Root, then only chord vocabulary (qualities, extensions, alterations, a parenthesised tension), then a slash bass.
@@ -56,7 +58,6 @@ def _kind(symbol: str) -> str | None:
 def find_chords(text: str) -> ChordRun:
     """The first progression written in `text` (see the module doc)."""
     words = [(m.group(0), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
-    best = ChordRun()
     i = 0
     while i < len(words):
         run: list[tuple[str, str]] = []      # (symbol, kind)
@@ -83,12 +84,11 @@ def find_chords(text: str) -> ChordRun:
         led = i > 0 and words[i - 1][0].lower().rstrip(":") in LEAD_WORDS
         if run and (len(run) >= 2 or led) and readable:
             roman = readable.count("roman") > readable.count("chord")
-            best = ChordRun([p for p, k in run if k == ("roman" if roman else "chord")], roman,
-                            [p for p, k in run if k == "unreadable" or k == ("chord" if roman else "roman")],
+            wanted = "roman" if roman else "chord"
+            return ChordRun([p for p, k in run if k == wanted], roman, [p for p, k in run if k != wanted],
                             [(start, end)])
-            return best
         i = max(j, i + 1)
-    return best
+    return ChordRun()
 
 
 def blank(text: str, spans: list[tuple[int, int]]) -> str:
@@ -145,10 +145,6 @@ def roman_mode(numerals: list[str]) -> str | None:
 def key_of_progression(symbols: list[str]) -> tuple[str, str]:
     """The key a progression implies: the key profiles correlated with its chord tones, plus a bonus for the key
     whose tonic chord opens or closes the progression (songs start and cadence at home)."""
-    import numpy as np
-
-    from text2lofi.compose.theory import CHORD_QUALITIES, DEFAULT_PROFILE, PROFILES
-
     weights = np.zeros(12)
     chords = [read_chord(s) for s in symbols]
     for root, quality in chords:
