@@ -40,6 +40,7 @@ def test_create_writes_exact_files_and_records_the_generation(studio, first):
     stored = studio.store.generation(first.id)
     assert stored["conditions"]["duration_s"] == 5.0 and stored["seed"] == 7
     assert first.info()["generation_id"] == first.id and "A minor" in first.describe()
+    assert "piano + drums + bass" in first.describe()
 
 
 def test_refine_edits_the_earlier_generation_and_keeps_its_seed(studio, first):

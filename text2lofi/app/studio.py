@@ -42,7 +42,8 @@ def new_seed() -> int:
 def describe(c: Conditions) -> str:
     """One line a listener can read: what was actually generated."""
     parts = [f"{c.tempo_bpm:.0f} BPM", f"{c.key} {c.mode}", f"{c.duration_s:g} s"]
-    parts.append("piano + drums" if c.piano and c.drums else ("piano only" if c.piano else "drums only"))
+    playing = [name for name, on in (("piano", c.piano), ("drums", c.drums), ("bass", c.bass)) if on]
+    parts.append(" + ".join(playing) if len(playing) > 1 else f"{playing[0]} only")
     if c.textures:
         parts.append("textures: " + ", ".join(c.textures))
     parts.append(f"lo-fi {c.lofi_amount:.2f}")
@@ -51,8 +52,8 @@ def describe(c: Conditions) -> str:
 
 
 def piano_roll(midi, duration_s: float, path: Path) -> Path:
-    """PNG picture of a PrettyMIDI over the track's 0..duration_s: piano notes as bars (pitch over seconds),
-    drum hits as dots below."""
+    """PNG picture of a PrettyMIDI over the track's 0..duration_s: piano (blue) and bass (green) notes as bars
+    (pitch over seconds), drum hits as dots below."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4), dpi=90)
@@ -60,10 +61,13 @@ def piano_roll(midi, duration_s: float, path: Path) -> Path:
     for inst in midi.instruments:
         if inst.is_drum:
             ax_drums.scatter([n.start for n in inst.notes], [n.pitch for n in inst.notes], s=6, c="#c05040")
-        else:
+        else:                   # piano and bass share the pitch axis, told apart by colour
             ax_piano.barh([n.pitch for n in inst.notes], [n.end - n.start for n in inst.notes],
-                          left=[n.start for n in inst.notes], height=0.8, color="#4060a0")
-    ax_piano.set_ylabel("piano pitch")
+                          left=[n.start for n in inst.notes], height=0.8, label=inst.name,
+                          color="#208040" if inst.name == "bass" else "#4060a0")
+    ax_piano.set_ylabel("pitch")
+    if len([i for i in midi.instruments if not i.is_drum]) > 1:
+        ax_piano.legend(loc="upper left", fontsize=8)      # the page overlays its buttons on the upper right
     ax_drums.set_ylabel("drum")
     ax_drums.set_xlabel("seconds")
     ax_drums.set_xlim(0, duration_s)        # notes ringing past the end are cut off in the audio too
