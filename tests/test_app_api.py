@@ -168,3 +168,21 @@ def test_server_killed_mid_rating_keeps_a_consistent_database(tmp_path, running_
     reopened = SurveyStore(f"sqlite:///{db}")       # and the app can start on it again
     assert reopened.summary()["ratings"] == len(stored)
     reopened.close()
+
+
+def test_a_running_stream_is_steered_through_the_api(app):
+    """/listen streams (audio, now-playing line); /steer from the same client changes it at the next bar line."""
+    listener = Client(app[0], verbose=False)
+    job = listener.submit("lofi beats, 80 bpm", api_name="/listen")
+    deadline = time.monotonic() + 240
+    while not job.outputs() and not job.done() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert job.outputs() and "80 BPM" in job.outputs()[-1][1], job.exception() if job.done() else job.status()
+    changed = listener.predict("much faster, 120 bpm", api_name="/steer")
+    assert changed["tempo_bpm"] == 120.0
+    while "120 BPM" not in job.outputs()[-1][1] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "120 BPM" in job.outputs()[-1][1]
+    job.cancel()
+    with pytest.raises(AppError, match="no stream is playing"):       # another client has no stream to steer
+        Client(app[0], verbose=False).predict("slower", api_name="/steer")

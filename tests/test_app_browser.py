@@ -93,13 +93,22 @@ def test_chat_refines_the_track_version_by_version(page):
     assert "6 s" in second                                   # and kept the length
 
 
-def test_listen_forever_streams_until_stopped(page):
+def test_listen_forever_streams_is_steered_and_stops(page):
     page.get_by_role("tab", name="Listen forever").click()
     page.get_by_role("button", name="Start").click()
     player = page.locator("#listen-audio audio")
     sync_api.expect(player).to_be_attached(timeout=GENERATION_TIMEOUT_MS)
-    # The browser has received and is playing some of the endless stream.
+    # The browser has received and is playing some of the endless stream, and says what plays.
     page.wait_for_function("() => document.querySelector('#listen-audio audio').currentTime > 0.5",
                            timeout=60_000)
+    now = page.locator("#now-playing")
+    sync_api.expect(now).to_contain_text("BPM")
+    assert "120 BPM" not in now.inner_text()
+    box = page.locator("#steer-text textarea")
+    box.fill("much faster, 120 bpm")
+    box.press("Enter")
+    sync_api.expect(page.locator("#steer-note")).to_contain_text("120 BPM", timeout=30_000)
+    # The change lands at the next bar line; the line updates when that audio is handed out.
+    sync_api.expect(now).to_contain_text("120 BPM", timeout=60_000)
     page.screenshot(path=ARTIFACTS / "5-listen.png", full_page=True)
     page.get_by_role("button", name="Stop").click()

@@ -10,7 +10,7 @@ import pyloudnorm
 import pytest
 
 from text2lofi import Conditions, generate
-from text2lofi.pipeline import stream
+from text2lofi.live import stream
 
 SR = 44100
 

@@ -18,8 +18,8 @@ def generate(prompt, seed=None, progress=None, **overrides):
 
 
 def stream(conditions, **kwargs):
-    """Endless (or bounded) generator of mastered audio chunks. See text2lofi.pipeline."""
-    from text2lofi.pipeline import stream as _stream
+    """Endless (or bounded) mastered audio you iterate and steer(text) while it plays. See text2lofi.live."""
+    from text2lofi.live import stream as _stream
     return _stream(conditions, **kwargs)
 
 

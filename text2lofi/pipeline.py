@@ -1,8 +1,8 @@
-"""generate() / stream(): Conditions -> composed bars -> FluidSynth stems -> balance -> lo-fi chain + textures
+"""generate(): Conditions -> composed bars -> FluidSynth stems -> balance -> lo-fi chain + textures
 -> master. Everything runs bar by bar, so any length streams with flat memory.
 
 Short tracks (<= IN_MEMORY_MAX_S) are mastered in two passes (integrated loudness of the whole track);
-longer ones and endless streams use a streaming master whose gain is fixed from the first seconds of each stem (audio.mix.MEASURE_S).
+longer ones (and the endless streams of text2lofi.live) use a streaming master whose gain is fixed from the first seconds of each stem (audio.mix.MEASURE_S).
 """
 from __future__ import annotations
 
@@ -266,30 +266,6 @@ def _stream_master(c: Conditions, composer: Composer, mixer: Mixer, n_samples: i
             yield out
     if n_samples is not None:      # flush the look-ahead so the total is exactly n_samples
         yield master.process(np.zeros((master.latency, 2), np.float32))[skip:]
-
-
-def stream(conditions: Conditions | str, chunk_s: float | None = None, max_s: float | None = None,
-           sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
-    """Endless mastered audio for 'listen forever': (n, 2) float32 chunks of about one bar each
-    (or re-blocked to chunk_s seconds). Stops after max_s seconds if given."""
-    c = resolve(conditions)
-    composer, mixer = Composer(c, sample_rate=sample_rate), Mixer(c, sample_rate)
-    n_samples = None if max_s is None else int(round(max_s * sample_rate))
-    chunks = _stream_master(c, composer, mixer, n_samples, _no_progress)
-    if chunk_s is None:
-        yield from chunks
-        return
-    size, buf = int(round(chunk_s * sample_rate)), []
-    held = 0
-    for ch in chunks:
-        buf.append(ch)
-        held += len(ch)
-        while held >= size:
-            joined = np.concatenate(buf)
-            yield joined[:size]
-            buf, held = [joined[size:]], held - size
-    if held:
-        yield np.concatenate(buf)
 
 
 def generate_to_files(prompt: str | Conditions, out: str | os.PathLike, midi: str | os.PathLike | None = None,

@@ -25,7 +25,8 @@ import numpy as np
 
 from text2lofi.app.survey import SurveyStore
 from text2lofi.conditions import DURATION_RANGE, Conditions
-from text2lofi.pipeline import Progress, Track, generate, resolve, stream
+from text2lofi.live import LiveStream, stream
+from text2lofi.pipeline import Progress, Track, generate, resolve
 
 SEED_RANGE = (0, 2**31 - 1)       # Conditions keep 31-bit seeds
 HISTORY_SIZE = 50                 # generations `history()` remembers, newest first
@@ -39,9 +40,9 @@ def new_seed() -> int:
     return secrets.randbelow(SEED_RANGE[1] + 1)
 
 
-def describe(c: Conditions) -> str:
-    """One line a listener can read: what was actually generated."""
-    parts = [f"{c.tempo_bpm:.0f} BPM", f"{c.key} {c.mode}", f"{c.duration_s:g} s"]
+def describe(c: Conditions, length: bool = True) -> str:
+    """One line a listener can read: what was actually generated (length=False for an endless stream)."""
+    parts = [f"{c.tempo_bpm:.0f} BPM", f"{c.key} {c.mode}"] + ([f"{c.duration_s:g} s"] if length else [])
     playing = [name for name, on in (("piano", c.piano), ("drums", c.drums), ("bass", c.bass)) if on]
     parts.append(" + ".join(playing) if len(playing) > 1 else f"{playing[0]} only")
     if c.textures:
@@ -108,6 +109,7 @@ class Studio:
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="text2lofi-app-"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._history: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=HISTORY_SIZE)
+        self._streams: dict[str, LiveStream] = {}      # listener -> the endless stream it is hearing
         self._lock = threading.Lock()
 
     # ---- policy ---------------------------------------------------------------------------------------------
@@ -187,13 +189,36 @@ class Studio:
         with self._lock:
             return [{"generation_id": g, "prompt": p, "description": d} for g, p, d in self._history]
 
-    def listen(self, prompt: str, chunk_s: float) -> Iterator[np.ndarray]:
-        """An endless stream for the prompt: (n, 2) float32 chunks of chunk_s seconds. No length check: a stream
-        is endless whatever length the text mentions."""
+    def listen(self, prompt: str, chunk_s: float, listener: str = "") -> Iterator[tuple[np.ndarray, Conditions]]:
+        """An endless stream for the prompt: (chunk, conditions playing) with (n, 2) float32 chunks of chunk_s
+        seconds. `listener` names it for steer(); a listener's new stream replaces its old one. No length check:
+        a stream is endless whatever length the text mentions."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise StudioError("prompt is empty: type a mood first, e.g. 'rainy night study beats'.")
-        c = resolve(prompt, seed=new_seed())
-        return stream(c, chunk_s=chunk_s)
+        live = stream(resolve(prompt, seed=new_seed()), chunk_s=chunk_s)
+        with self._lock:
+            self._streams[listener] = live
+        return self._playing(live, listener)
+
+    def _playing(self, live: LiveStream, listener: str) -> Iterator[tuple[np.ndarray, Conditions]]:
+        try:
+            for chunk in live:
+                yield chunk, live.playing
+        finally:
+            live.close()
+            with self._lock:
+                if self._streams.get(listener) is live:
+                    del self._streams[listener]
+
+    def steer(self, listener: str, text: str) -> Conditions:
+        """Change `listener`'s running stream from its next bar line ("slower", "add rain", "in D minor")."""
+        with self._lock:
+            live = self._streams.get(listener)
+        if live is None:
+            raise StudioError("no stream is playing for you: press Start in Listen forever first")
+        if not isinstance(text, str) or not text.strip():
+            raise StudioError("text is empty: say what to change, e.g. 'slower' or 'add rain'")
+        return live.steer(text)
 
     # ---- the survey -----------------------------------------------------------------------------------------
     def rate(self, generation_id: str, rater_id: str, clarity, quality, match, comment: str = "") -> dict:

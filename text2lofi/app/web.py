@@ -4,6 +4,8 @@ API (names are a public contract, see docs/api.md):
   /generate  (prompt: str, duration_s: float | None, seed: int | None) -> (audio file, MIDI file, info dict)
   /interpret (prompt: str, previous: dict | None) -> conditions dict
   /rate      (generation_id: str, clarity: int, quality: int, match: int, comment: str) -> dict
+  /listen    (prompt: str) -> an endless stream of (audio chunk, now-playing line)
+  /steer     (text: str) -> conditions dict: changes the caller's running /listen stream at its next bar line
 Every other event is private (callable by the page only). Bad arguments raise gr.Error and store nothing.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from text2lofi.app.serve import AppConfig
-from text2lofi.app.studio import SEED_RANGE, Studio, StudioError
+from text2lofi.app.studio import SEED_RANGE, Studio, StudioError, describe
 from text2lofi.app.survey import MAX_COMMENT_CHARS, QUESTIONS, SurveyStore
 from text2lofi.conditions import DURATION_RANGE, SAMPLE_RATE, TEMPO_RANGE, TEXTURES, TONICS
 from text2lofi.pipeline import STAGES
@@ -131,12 +133,24 @@ class _Handlers:
         ]
         return (history, g.conditions.to_dict(), "", g.id, f"Rating: “{message.strip()}” ({g.describe()})")
 
-    def listen(self, prompt: str):
-        """Endless stream: (sample_rate, int16 samples) messages of listen_chunk_s seconds each."""
+    def listen(self, prompt: str, request: gr.Request):
+        """Endless stream: ((sample_rate, int16 samples), now-playing line) messages of listen_chunk_s seconds."""
         with _shown():
-            chunks = self.studio.listen(prompt, self.config.listen_chunk_s)
-        for chunk in chunks:                                             # (n, 2) float32
-            yield SAMPLE_RATE, (np.clip(chunk, -1.0, 1.0) * 32767).astype(np.int16)
+            chunks = self.studio.listen(prompt, self.config.listen_chunk_s, listener=request.session_hash)
+        with contextlib.closing(chunks):             # Stop closes this generator: the stream ends with it
+            for chunk, playing in chunks:                                # (n, 2) float32
+                yield ((SAMPLE_RATE, (np.clip(chunk, -1.0, 1.0) * 32767).astype(np.int16)),
+                       f"**Now playing:** {describe(playing, length=False)}")
+
+    def steer(self, text: str, request: gr.Request) -> dict:
+        """API: change the caller's running stream (started with /listen) from its next bar line."""
+        with _shown():
+            return self.studio.steer(request.session_hash, text).to_dict()
+
+    def steer_page(self, text: str, request: gr.Request):
+        with _shown():
+            c = self.studio.steer(request.session_hash, text)
+        return f"Changing at the next bar line to: {describe(c, length=False)}", ""
 
     def results(self):
         summary = self.studio.store.summary()
@@ -220,6 +234,12 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                     l_stop = gr.Button("Stop")
                 l_audio = gr.Audio(label="Endless stream", streaming=True, autoplay=True, interactive=False,
                                    elem_id="listen-audio")
+                l_now = gr.Markdown(elem_id="now-playing")
+                with gr.Row():
+                    l_steer = gr.Textbox(label="Change it while it plays", scale=4, elem_id="steer-text",
+                                         placeholder="slower, add rain, in D minor, no drums")
+                    l_change = gr.Button("Change", scale=1, elem_id="steer")
+                l_note = gr.Markdown(elem_id="steer-note")
 
             with gr.Tab("Rate", id="rate"):
                 r_heading = gr.Markdown("Generate a track first (Create or Chat), listen, then rate it here.")
@@ -261,6 +281,7 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
             api_conditions = gr.JSON(label="conditions")
             api_generate_btn = gr.Button()
             api_interpret_btn = gr.Button()
+            api_steer_btn = gr.Button()
 
         results_out = [s_counts, s_table, s_plot]
         private = dict(api_visibility="private")
@@ -273,9 +294,11 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                        [chatbot, chat_state, chat_box, r_gid, r_heading])
         chat_btn.click(studio.chat, *chat_inputs, **gen, **private)
         chat_box.submit(studio.chat, *chat_inputs, **gen, **private)
-        listening = l_start.click(studio.listen, l_prompt, l_audio, concurrency_limit=config.listeners,
-                                  concurrency_id="listen", **private)
+        listening = l_start.click(studio.listen, l_prompt, [l_audio, l_now], concurrency_limit=config.listeners,
+                                  concurrency_id="listen", api_name="listen")
         l_stop.click(None, cancels=[listening], **private)
+        for steer_event in (l_change.click, l_steer.submit):
+            steer_event(studio.steer_page, l_steer, [l_note, l_steer], concurrency_limit=None, **private)
         r_btn.click(studio.rate, [r_gid, r_clarity, r_quality, r_match, r_comment, rater], r_result,
                     api_name="rate", concurrency_limit=None).success(studio.results, None, results_out,
                                                                     **private)
@@ -288,6 +311,7 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                                [api_audio, api_midi, api_info], api_name="generate", **gen)
         api_interpret_btn.click(studio.api_interpret, [api_prompt, api_previous], api_conditions,
                                 api_name="interpret")
+        api_steer_btn.click(studio.steer, api_prompt, api_conditions, api_name="steer", concurrency_limit=None)
 
     demo.queue(max_size=config.queue_size)
     return demo

@@ -32,8 +32,12 @@ class Mixer:
     Each stem's gain is measured once, on its first MEASURE_S seconds from the bar where it starts to sound
     (drums that enter after a piano intro are measured where they play), then kept constant: no pumping."""
 
-    def __init__(self, c: Conditions, sample_rate: int):
-        self.c, self.sr = c, sample_rate
+    def __init__(self, c: Conditions, sample_rate: int, gains: dict[str, float] | None = None,
+                 measure_s: float = MEASURE_S, origin: int = 0):
+        """gains: stems whose level is already known (a steered stream keeps its balance); measure_s: sounding
+        seconds measured for the others (0: from the first chunk where a stem sounds, so nothing is held back);
+        origin: the absolute sample the first chunk starts at (notes are placed in absolute samples)."""
+        self.c, self.sr, self.measure_s = c, sample_rate, measure_s
         self._held = contextlib.ExitStack()
         pool = synth_pool(sample_rate)
         self.synths: dict[str, PartSynth] = {}
@@ -43,9 +47,14 @@ class Mixer:
             self.synths["drums"] = self._held.enter_context(pool.acquire("drums", 0))
         if c.bass:
             self.synths["bass"] = self._held.enter_context(pool.acquire("bass", BASS_PROGRAM))
+        for synth in self.synths.values():
+            synth.start_at(origin)
         self.chain = LofiChain(c.lofi_amount, sample_rate=sample_rate, seed=c.seed)
-        self.bed = TextureBed(c.textures, sample_rate=sample_rate, seed=c.seed) if c.textures else None
-        self.gains: dict[str, float] = {}
+        # Texture beds sounding, each [bed, gain from, gain to, ramp length, ramp done] (equal-power ramps):
+        # one at full level, or old and new ones cross-fading after change_textures().
+        self._beds = [[TextureBed(c.textures, sample_rate=sample_rate, seed=c.seed), 1.0, 1.0, 1, 1]] \
+            if c.textures else []
+        self.gains = {k: v for k, v in (gains or {}).items() if k in self.synths}
         self._measuring: dict[str, list[np.ndarray]] = {}      # stem -> sounding audio not yet measured
         self._chain_skip = self.chain.latency   # wow/flutter delays the music; trimmed so audio matches the MIDI
 
@@ -61,7 +70,7 @@ class Mixer:
             buf = self._measuring.setdefault(name, [])
             if buf or np.abs(audio).max() > 1e-4:
                 buf.append(audio)
-            if buf and (sum(map(len, buf)) >= MEASURE_S * self.sr or last):
+            if buf and (sum(map(len, buf)) >= self.measure_s * self.sr or last):
                 self.gains[name] = balance_gains({name: np.concatenate(buf)}, self.sr)[name]
                 del self._measuring[name]
 
@@ -85,9 +94,38 @@ class Mixer:
         out = out[:n]
         if len(out) < n:      # only while the delay is being trimmed: pad, never shift the grid
             out = np.concatenate([np.zeros((n - len(out), 2), np.float32), out])
-        if self.bed is not None:
-            out = out + self.bed.render(n)
+        for entry in self._beds:
+            out = out + self._bed_chunk(entry, n)
+        self._beds = [b for b in self._beds if b[2] > 0 or b[4] < b[3]]      # faded-out beds are dropped
         return out.astype(np.float32, copy=False), balanced
+
+    def fade_in_textures(self, n: int) -> None:
+        """The texture beds rise from silence over the next n samples (a steered stream's new mixer)."""
+        for b in self._beds:
+            b[1:] = [0.0, 1.0, max(1, n), 0]
+
+    def change_textures(self, textures: list[str], n: int) -> None:
+        """Cross-fade over the next n samples from the textures sounding now to `textures` (music untouched)."""
+        for b in self._beds:
+            b[1:] = [self._gain_now(b), 0.0, max(1, n), 0]
+        if textures:
+            self._beds.append([TextureBed(textures, sample_rate=self.sr, seed=self.c.seed), 0.0, 1.0, max(1, n), 0])
+
+    @staticmethod
+    def _gain_now(b: list) -> float:
+        _, g0, g1, length, done = b
+        t = min(done / length, 1.0)
+        return float(np.sqrt(g0 ** 2 + (g1 ** 2 - g0 ** 2) * t))
+
+    @staticmethod
+    def _bed_chunk(b: list, n: int) -> np.ndarray:
+        bed, g0, g1, length, done = b
+        audio = bed.render(n)
+        b[4] = done + n
+        if done >= length and g1 == 1.0:
+            return audio
+        t = np.clip((done + np.arange(n)) / length, 0.0, 1.0)
+        return audio * np.sqrt(g0 ** 2 + (g1 ** 2 - g0 ** 2) * t).astype(np.float32)[:, None]
 
     def close(self) -> None:
         """Give the synthesizers back to the pool (reset there)."""

@@ -175,6 +175,13 @@ class PartSynth:
         self.position = stop
         return out
 
+    def start_at(self, position: int) -> None:
+        """A fresh synth's clock begins at `position` (notes are in absolute samples; a steered stream's new
+        parts start mid-stream)."""
+        if self._pending or self.position:
+            raise RuntimeError("start_at() is for a synth that has rendered nothing yet")
+        self.position = int(position)
+
     def reset(self) -> None:
         """Silence everything and start a new stream at sample 0, exactly as a freshly created synth.
 

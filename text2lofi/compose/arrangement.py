@@ -10,7 +10,7 @@ from typing import Iterator
 import numpy as np
 
 from text2lofi.compose.theory import chord_tones
-from text2lofi.conditions import BEATS_PER_BAR, PC_NAME, SAMPLE_RATE, Conditions
+from text2lofi.conditions import BEATS_PER_BAR, PC_NAME, SAMPLE_RATE, SCALE_STEPS, Conditions
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class BarGrid:
     tempo_bpm: float
     sample_rate: int = SAMPLE_RATE
     beats_per_bar: int = BEATS_PER_BAR
+    origin: int = 0               # sample where bar 0 starts (a steered stream starts a new grid at a bar line)
 
     @property
     def samples_per_beat(self) -> float:
@@ -33,11 +34,11 @@ class BarGrid:
         return self.samples_per_beat * self.beats_per_bar
 
     def bar_start(self, bar: int) -> int:
-        return int(round(bar * self.samples_per_bar))
+        return self.origin + int(round(bar * self.samples_per_bar))
 
     def sample_at(self, bar: int, beat_in_bar: float) -> int:
         """Absolute sample of a beat position inside a bar (beats may exceed the bar for long notes)."""
-        return int(round((bar * self.beats_per_bar + beat_in_bar) * self.samples_per_beat))
+        return self.origin + int(round((bar * self.beats_per_bar + beat_in_bar) * self.samples_per_beat))
 
     def bars_for(self, n_samples: int) -> int:
         """Bars needed to cover n_samples (the last one may be cut by the exact-length trim)."""
@@ -71,6 +72,29 @@ def tonic_chord(c: Conditions) -> str:
     return c.key + ("maj7" if c.mode == "major" else "m7")
 
 
+# Degrees (0-based) of the new key tried as the pivot, in order: pre-dominant chords first, as a modulation
+# pivot -> V7 -> I reads in the textbooks.
+_PIVOT_DEGREES = {"major": (1, 3, 5, 2), "minor": (3, 5, 2)}
+
+
+def pivot_chords(old: Conditions, new: Conditions) -> list[str]:
+    """The chords that carry a stream from `old`'s key into `new`'s, one bar each: a triad diatonic to both keys
+    (when there is one), then the new key's dominant seventh; the new progression then starts on its tonic.
+    Empty when key and mode stay."""
+    if (old.tonic_pc, old.mode) == (new.tonic_pc, new.mode):
+        return []
+    steps = SCALE_STEPS[new.mode]
+    chords = []
+    for degree in _PIVOT_DEGREES[new.mode]:
+        root = (new.tonic_pc + steps[degree]) % 12
+        third, fifth = ((steps[(degree + k) % 7] - steps[degree]) % 12 for k in (2, 4))
+        quality = {(4, 7): "", (3, 7): "m"}.get((third, fifth))
+        if quality is not None and {root, (root + third) % 12, (root + fifth) % 12} <= set(old.scale_pcs):
+            chords.append(PC_NAME[root] + quality)
+            break
+    return chords + [PC_NAME[(new.tonic_pc + 7) % 12] + "7"]
+
+
 # ---- section plan ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Section:
@@ -81,21 +105,25 @@ class Section:
     phrase_bars: int  # bars of new material; the rest of the section repeats it with a varied last bar
 
 
-def plan_sections(n_bars: int | None, piano: bool, drums: bool) -> Iterator[Section]:
+def plan_sections(n_bars: int | None, piano: bool, drums: bool, intro: bool = True) -> Iterator[Section]:
     """Intro, loops of 8 bars (a 4-bar phrase played twice, the second time with a new last bar),
     a break every fourth section (drums out, or a sparse piano if there are no drums), outro.
 
-    n_bars=None means endless (a stream): no outro ever comes.
+    n_bars=None means endless (a stream): no outro ever comes. intro=False starts on the loop (a steered stream
+    goes on with every part playing from the bar line).
     """
     if n_bars is not None and n_bars <= 6:
         yield Section("loop", n_bars, piano, drums, phrase_bars=min(n_bars, 4))
         return
-    intro = 0 if n_bars is not None and n_bars < 16 else (2 if n_bars is not None and n_bars < 32 else 4)
+    if not intro or (n_bars is not None and n_bars < 16):
+        intro_bars = 0
+    else:
+        intro_bars = 2 if n_bars is not None and n_bars < 32 else 4
     outro = 0 if n_bars is None else (2 if n_bars < 32 else 4)
-    if intro:
+    if intro_bars:
         # Drums enter after the intro; a piano-less track opens with the drums alone instead.
-        yield Section("intro", intro, True if piano else False, drums and not piano, phrase_bars=intro)
-    used, k = intro, 0
+        yield Section("intro", intro_bars, True if piano else False, drums and not piano, phrase_bars=intro_bars)
+    used, k = intro_bars, 0
     while n_bars is None or used < n_bars - outro:
         left = None if n_bars is None else n_bars - outro - used
         size = 8 if left is None else min(8, left)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -230,10 +231,14 @@ class Composer:
 
     def __init__(self, c: Conditions, piano: MusicModel | None = None, drums: MusicModel | None = None,
                  sample_rate: int = SAMPLE_RATE, sampling: SamplingConfig | None = None,
-                 groove_candidates: int = GROOVE_CANDIDATES):
+                 groove_candidates: int = GROOVE_CANDIDATES, origin: int = 0, intro: bool = True,
+                 lead_in: list[str] | tuple[str, ...] = ()):
+        """origin: the sample where bar 0 starts; intro=False starts on the loop; lead_in: chords played one bar
+        each before the progression (a steered stream's pivot chord). All three serve a stream that changes."""
         self.c = c
         self.groove_candidates = max(1, int(groove_candidates))
-        self.grid = BarGrid(c.tempo_bpm, sample_rate)
+        self.grid = BarGrid(c.tempo_bpm, sample_rate, origin=origin)
+        self.intro, self.lead_in = intro, list(lead_in)
         self.generator = torch.Generator().manual_seed(c.seed)
         sampling = sampling or SamplingConfig(temperature=0.95, top_k=0, top_p=0.95)
         self.piano = self.drums = None
@@ -248,7 +253,7 @@ class Composer:
             self.drums = PartWriter(drums, prefix, sampling, self.generator)
         self.progression = progression_for(c)
         self.chords: list[str | None] = []     # the chord of every bar composed so far, by bar index
-        self._chord_pcs = {s: chord_tones(s)[1] for s in self.progression + [tonic_chord(c)]}
+        self._chord_pcs = {s: chord_tones(s)[1] for s in self.progression + self.lead_in + [tonic_chord(c)]}
 
     @property
     def versions(self) -> dict[str, str]:
@@ -299,9 +304,9 @@ class Composer:
         voicing = [36 + root] + sorted(60 + (pc - root) % 12 + root % 12 for pc in pcs)
         return [Note(0.0, 4.0, p, 62 if i else 70) for i, p in enumerate(voicing)]
 
-    def _section_notes(self, s: Section, last_of_track: bool
+    def _section_notes(self, s: Section, last_of_track: bool, chords: list[str] | None = None
                        ) -> list[tuple[str | None, list[Note], list[Note], list[Note]]]:
-        chords = [self.progression[j % len(self.progression)] for j in range(s.n_bars)]
+        chords = chords or [self.progression[j % len(self.progression)] for j in range(s.n_bars)]
         bass_plays = self.c.bass and s.name != "intro"          # the bass enters with the beat
         piano: list[list[Note]] = []
         for j in range(s.n_bars):
@@ -362,10 +367,12 @@ class Composer:
     # ---- the whole track ------------------------------------------------------------------
     def bars(self, n_bars: int | None) -> Iterator[ComposedBar]:
         index = 0
-        sections = plan_sections(n_bars, self.piano is not None, self.drums is not None)
-        for s in sections:
+        piano, drums = self.piano is not None, self.drums is not None
+        lead = [Section("pivot", len(self.lead_in), piano, drums, len(self.lead_in))] if self.lead_in else []
+        rest = None if n_bars is None else n_bars - len(self.lead_in)
+        for s in itertools.chain(lead, plan_sections(rest, piano, drums, intro=self.intro)):
             last = n_bars is not None and index + s.n_bars >= n_bars
-            for chord, p, d, b in self._section_notes(s, last):
+            for chord, p, d, b in self._section_notes(s, last, self.lead_in if s.name == "pivot" else None):
                 self.chords.append(chord)
                 yield ComposedBar(index, s.name, chord, self.grid.bar_start(index), self.grid.bar_start(index + 1),
                                   self._events(index, p), self._events(index, d), self._events(index, b))
