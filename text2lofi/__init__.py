@@ -1,7 +1,7 @@
 """text2lofi: text -> Conditions -> RWKV-6 piano + drums -> FluidSynth -> lo-fi chain -> Track."""
 from text2lofi.conditions import Conditions
 
-__all__ = ["Conditions", "interpret", "generate", "stream", "Track"]
+__all__ = ["Conditions", "interpret", "generate", "accompany", "stream", "Track"]
 __version__ = "0.1.0"
 
 
@@ -15,6 +15,13 @@ def generate(prompt, seed=None, progress=None, **overrides):
     """Text or Conditions -> finished Track of exactly the asked length. See text2lofi.pipeline."""
     from text2lofi.pipeline import generate as _generate
     return _generate(prompt, seed=seed, progress=progress, **overrides)
+
+
+def accompany(midi, prompt="lofi", seed=None, continue_s=0.0, progress=None, **overrides):
+    """A MIDI file's notes kept exactly, with drums, bass and textures added (continue_s: the piano writes on
+    after the file). See text2lofi.pipeline."""
+    from text2lofi.pipeline import accompany as _accompany
+    return _accompany(midi, prompt, seed=seed, continue_s=continue_s, progress=progress, **overrides)
 
 
 def stream(conditions, **kwargs):

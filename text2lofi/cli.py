@@ -34,7 +34,8 @@ def _generate(args: argparse.Namespace) -> int:
             seen.add(stage)
 
     track = generate_to_files(args.prompt, args.output, midi=args.midi, stems=args.stems, seed=args.seed,
-                              progress=None if args.quiet else progress, **overrides)
+                              progress=None if args.quiet else progress, from_midi=args.from_midi,
+                              continue_s=args.continue_s, **overrides)
     c = track.conditions
     print(f"wrote {args.output}: {track.duration_s:.3f} s, {c.tempo_bpm:g} BPM, {c.key} {c.mode}, "
           f"textures={','.join(c.textures) or 'none'}, seed={c.seed}")
@@ -65,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tempo", type=float, help="BPM; overrides the text")
     g.add_argument("--key", help="tonic, e.g. A or Eb; overrides the text")
     g.add_argument("--lofi", type=float, help="0..1 strength of the lo-fi chain")
+    g.add_argument("--from-midi", metavar="IN.mid",
+                   help="accompany this MIDI file: its notes kept exactly as the piano, its tempo, key and chords "
+                        "followed; drums, bass and textures added")
+    g.add_argument("--continue", dest="continue_s", type=float, default=0.0, metavar="SECONDS",
+                   help="with --from-midi: the piano model writes on for SECONDS after the file ends")
     g.add_argument("-q", "--quiet", action="store_true")
     g.set_defaults(func=_generate)
 

@@ -22,6 +22,7 @@ from text2lofi.audio.effects import Master, master_to_lufs
 from text2lofi.audio.mix import Mixer
 from text2lofi.audio.render import piano_program_for
 from text2lofi.compose.composer import ComposedBar, Composer, bars_to_midi
+from text2lofi.compose.given import read_given
 from text2lofi.conditions import SAMPLE_RATE, Conditions
 
 IN_MEMORY_MAX_S = 20 * 60     # up to 20 min the whole track is held (~210 MB) and mastered in two passes
@@ -195,12 +196,38 @@ def generate(prompt: str | Conditions, seed: int | None = None, progress: Progre
              sample_rate: int = SAMPLE_RATE, **overrides) -> Track:
     """Text or Conditions -> Track with exactly round(duration_s * sample_rate) samples."""
     progress = progress or _no_progress
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     c = resolve(prompt, seed, progress=progress, **overrides)
-    timings["interpret"] = time.perf_counter() - t0
+    timings = {"interpret": time.perf_counter() - t0}
+    return _make_track(c, Composer(c, sample_rate=sample_rate), prompt, progress, timings)
+
+
+def accompany(midi: str | os.PathLike, prompt: str | Conditions = "lofi", seed: int | None = None,
+              continue_s: float = 0.0, progress: Progress | None = None, sample_rate: int = SAMPLE_RATE,
+              **overrides) -> Track:
+    """A MIDI file's notes kept exactly (pitches, onsets, lengths) as the piano, with drums, bass and textures
+    added; tempo, key and chords come from the file (and are said in the warnings when estimated). The prompt
+    sets the feel (energy, textures, lo-fi amount...). continue_s > 0: the piano model, having read the file,
+    writes on for that many seconds and the track ends on its own cadence."""
+    progress = progress or _no_progress
+    if not 0.0 <= float(continue_s) <= IN_MEMORY_MAX_S:
+        raise ValueError(f"continue_s must be from 0 to {IN_MEMORY_MAX_S:g} s, got {continue_s:g}")
+    t0 = time.perf_counter()
+    given = read_given(midi)
+    c = resolve(prompt, seed, progress=progress, **overrides)
+    notes = list(given.remarks)
+    if (c.tempo_bpm, c.key, c.mode) != (given.tempo_bpm, given.key, given.mode):
+        notes.append(f"tempo {given.tempo_bpm:g} BPM and key {given.key} {given.mode} come from {given.path.name}")
+    c = c.replace(tempo_bpm=given.tempo_bpm, key=given.key, mode=given.mode, piano=True,
+                  duration_s=given.n_bars * given.bar_s + float(continue_s), progression=given.chords[-4:],
+                  warnings=c.warnings + notes)
+    timings = {"interpret": time.perf_counter() - t0}
+    return _make_track(c, Composer(c, sample_rate=sample_rate, given=given), prompt, progress, timings)
+
+
+def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict) -> Track:
+    sample_rate = composer.grid.sample_rate
     n_samples = int(round(c.duration_s * sample_rate))
-    composer = Composer(c, sample_rate=sample_rate)
     mixer = Mixer(c, sample_rate)
     if c.duration_s > IN_MEMORY_MAX_S:
         return _generate_long(c, composer, mixer, n_samples, prompt, progress, timings)
@@ -270,13 +297,20 @@ def _stream_master(c: Conditions, composer: Composer, mixer: Mixer, n_samples: i
 
 def generate_to_files(prompt: str | Conditions, out: str | os.PathLike, midi: str | os.PathLike | None = None,
                       stems: str | os.PathLike | None = None, seed: int | None = None,
-                      progress: Progress | None = None, **overrides) -> Track:
-    """What the CLI runs: paths are checked before any work, files are written atomically."""
+                      progress: Progress | None = None, from_midi: str | os.PathLike | None = None,
+                      continue_s: float = 0.0, **overrides) -> Track:
+    """What the CLI runs: paths are checked before any work, files are written atomically. With from_midi the
+    track accompanies that file (see accompany)."""
     out = files.check_output_path(out)
     midi = files.check_output_path(midi) if midi else None
     if midi is not None and midi.suffix.lower() not in files.MIDI_EXTENSIONS:
         raise ValueError(f"--midi needs a .mid or .midi path, got {midi.name}")
-    track = generate(prompt, seed=seed, progress=progress, **overrides)
+    if from_midi is not None:
+        track = accompany(from_midi, prompt, seed=seed, continue_s=continue_s, progress=progress, **overrides)
+    elif continue_s:
+        raise ValueError("--continue needs --from-midi: it continues the piano of a MIDI file")
+    else:
+        track = generate(prompt, seed=seed, progress=progress, **overrides)
     track.save(out)
     if midi is not None:
         track.save(midi)

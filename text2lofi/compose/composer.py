@@ -21,6 +21,7 @@ import torch
 from rwkv_core import load
 from rwkv_core.sampling import ContextWindow, SamplingConfig, TokenStream
 from text2lofi.compose.arrangement import BarGrid, Section, plan_sections, progression_for, tonic_chord
+from text2lofi.compose.given import GivenMusic
 from text2lofi.compose.theory import chord_tones, read_chord
 from text2lofi.compose.tokenizer import DRUM_KIT, MusicTokenizer, Note
 from text2lofi.conditions import BASS_PROGRAM, SAMPLE_RATE, Conditions, NoteEvent
@@ -37,6 +38,7 @@ GROOVE_CANDIDATES = 4
 # A guard against a bar that never ends, not a density control: the piano's natural bar is about 28 notes x 3
 # tokens, and a cut bar goes silent for its rest (docs/compose.md has the measurements behind 160).
 MAX_TOKENS_PER_BAR = {"piano": 160, "drums": 96}
+GIVEN_CONTEXT_BARS = 32         # bars of a given MIDI file the piano model reads before it writes on
 
 
 @dataclass
@@ -232,9 +234,11 @@ class Composer:
     def __init__(self, c: Conditions, piano: MusicModel | None = None, drums: MusicModel | None = None,
                  sample_rate: int = SAMPLE_RATE, sampling: SamplingConfig | None = None,
                  groove_candidates: int = GROOVE_CANDIDATES, origin: int = 0, intro: bool = True,
-                 lead_in: list[str] | tuple[str, ...] = ()):
+                 lead_in: list[str] | tuple[str, ...] = (), given: GivenMusic | None = None):
         """origin: the sample where bar 0 starts; intro=False starts on the loop; lead_in: chords played one bar
-        each before the progression (a steered stream's pivot chord). All three serve a stream that changes."""
+        each before the progression (a steered stream's pivot chord). All three serve a stream that changes.
+        given: a MIDI file's notes that are the piano part of its bars (kept exactly) and its chords per bar;
+        the piano model, primed with the file, writes on after it."""
         self.c = c
         self.groove_candidates = max(1, int(groove_candidates))
         self.grid = BarGrid(c.tempo_bpm, sample_rate, origin=origin)
@@ -242,10 +246,16 @@ class Composer:
         self.generator = torch.Generator().manual_seed(c.seed)
         sampling = sampling or SamplingConfig(temperature=0.95, top_k=0, top_p=0.95)
         self.piano = self.drums = None
+        self.given = given.events(sample_rate) if given else []       # per bar: the file's notes
+        self.bar_chords = list(given.chords) if given else []         # per bar, where the file sets them
         if c.piano:
             piano = piano or load_music_model("piano")
             prefix = piano.tokenizer.condition_prefix(key_pc=c.tonic_pc, mode=c.mode, tempo_bpm=c.tempo_bpm,
                                                       style="pop")
+            if given:                # the model goes on from the file's last bars (its recurrent state holds them)
+                bars = piano.tokenizer.encode_bars(given.midi(), [(4.0 * i, 4.0 * i + 4, ch)
+                                                                  for i, ch in enumerate(given.chords)])
+                prefix += [t for bar in bars[-GIVEN_CONTEXT_BARS:] for t in bar]
             self.piano = PartWriter(piano, prefix, sampling, self.generator)
         if c.drums:
             drums = drums or load_music_model("drums")
@@ -253,7 +263,8 @@ class Composer:
             self.drums = PartWriter(drums, prefix, sampling, self.generator)
         self.progression = progression_for(c)
         self.chords: list[str | None] = []     # the chord of every bar composed so far, by bar index
-        self._chord_pcs = {s: chord_tones(s)[1] for s in self.progression + self.lead_in + [tonic_chord(c)]}
+        self._chord_pcs = {s: chord_tones(s)[1]
+                           for s in self.progression + self.lead_in + self.bar_chords + [tonic_chord(c)]}
 
     @property
     def versions(self) -> dict[str, str]:
@@ -279,7 +290,8 @@ class Composer:
         velocity = int(70 + 30 * self.c.energy)
         if held:
             return [Note(0.0, 4.0, low, velocity)]
-        kicks = sorted({round(n.onset * 4) / 4 for n in drums if n.pitch == KICK}) if drums else [0.0, 2.0]
+        # Kicks on the 16th grid; one that rounds to beat 4 belongs to the next bar's downbeat, not this chord.
+        kicks = sorted({round(n.onset * 4) / 4 for n in drums if n.pitch == KICK} - {4.0}) if drums else [0.0, 2.0]
         onsets = sorted({0.0, *kicks})
         notes = []
         for k, t in enumerate(onsets):
@@ -304,18 +316,20 @@ class Composer:
         voicing = [36 + root] + sorted(60 + (pc - root) % 12 + root % 12 for pc in pcs)
         return [Note(0.0, 4.0, p, 62 if i else 70) for i, p in enumerate(voicing)]
 
-    def _section_notes(self, s: Section, last_of_track: bool, chords: list[str] | None = None
+    def _section_notes(self, s: Section, first_bar: int, last_of_track: bool, chords: list[str] | None = None
                        ) -> list[tuple[str | None, list[Note], list[Note], list[Note]]]:
-        chords = chords or [self.progression[j % len(self.progression)] for j in range(s.n_bars)]
+        """Chords and notes (in beats) of a section whose first bar is `first_bar` of the track."""
+        chords = chords or [self.bar_chords[first_bar + j] if first_bar + j < len(self.bar_chords)
+                            else self.progression[j % len(self.progression)] for j in range(s.n_bars)]
         bass_plays = self.c.bass and s.name != "intro"          # the bass enters with the beat
         piano: list[list[Note]] = []
         for j in range(s.n_bars):
-            if not (s.piano and self.piano):
-                piano.append([])
+            if not (s.piano and self.piano) or first_bar + j < len(self.given):
+                piano.append([])                                # silent, or the given notes (placed in bars())
             elif last_of_track and j == s.n_bars - 1:
                 chords[j] = tonic_chord(self.c)
                 piano.append(self._final_chord())
-            elif j < s.phrase_bars or j == s.n_bars - 1:
+            elif j < s.phrase_bars or j == s.n_bars - 1 or first_bar + j % s.phrase_bars < len(self.given):
                 piano.append(self._piano_bar(chords[j], bass_plays))    # new material, incl. the varied last bar
             else:
                 piano.append(piano[j % s.phrase_bars])          # the loop repeats its phrase
@@ -372,10 +386,11 @@ class Composer:
         rest = None if n_bars is None else n_bars - len(self.lead_in)
         for s in itertools.chain(lead, plan_sections(rest, piano, drums, intro=self.intro)):
             last = n_bars is not None and index + s.n_bars >= n_bars
-            for chord, p, d, b in self._section_notes(s, last, self.lead_in if s.name == "pivot" else None):
+            for chord, p, d, b in self._section_notes(s, index, last, self.lead_in if s.name == "pivot" else None):
                 self.chords.append(chord)
+                piano_events = self.given[index] if index < len(self.given) else self._events(index, p)
                 yield ComposedBar(index, s.name, chord, self.grid.bar_start(index), self.grid.bar_start(index + 1),
-                                  self._events(index, p), self._events(index, d), self._events(index, b))
+                                  piano_events, self._events(index, d), self._events(index, b))
                 index += 1
 
 

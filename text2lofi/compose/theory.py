@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from text2lofi.conditions import PITCH_CLASS
+from text2lofi.conditions import PC_NAME, PITCH_CLASS
 
 # Compact chord vocabulary: 12 roots x these qualities, plus Chord_N (no chord). Intervals from the root.
 CHORD_QUALITIES = {
@@ -40,6 +40,16 @@ _LEAD = (("m7b5", "hdim7"), ("min7b5", "hdim7"), ("ø7", "hdim7"), ("ø", "hdim7
          ("-7", "min7"), ("min", "min"), ("m6", "min"), ("m", "min"), ("-", "min"), ("sus2", "sus2"),
          ("sus4", "sus4"), ("sus", "sus4"), ("13", "7"), ("11", "7"), ("9", "7"), ("7", "7"), ("6", "maj"),
          ("add9", "maj"), ("maj", "maj"), ("5", "maj"), ("", "maj"))
+
+
+# Lead-sheet suffix that writes each compact quality (read back by read_chord).
+SUFFIX = {"maj": "", "min": "m", "7": "7", "maj7": "maj7", "min7": "m7", "dim": "dim", "aug": "aug", "sus2": "sus2",
+          "sus4": "sus4", "hdim7": "m7b5", "dim7": "dim7"}
+
+
+def chord_symbol(root: int, quality: str) -> str:
+    """(9, 'min7') -> 'Am7' (flat names for the black keys)."""
+    return PC_NAME[root % 12] + SUFFIX[quality]
 
 
 def read_chord(symbol: str) -> tuple[int, str] | None:
