@@ -186,3 +186,16 @@ def test_a_running_stream_is_steered_through_the_api(app):
     job.cancel()
     with pytest.raises(AppError, match="no stream is playing"):       # another client has no stream to steer
         Client(app[0], verbose=False).predict("slower", api_name="/steer")
+
+
+def test_accompany_takes_an_uploaded_midi_file(client, tmp_path):
+    from gradio_client import handle_file
+
+    import song_midi
+    path = song_midi.write(tmp_path / "song.mid", bars=4)
+    audio_path, midi_path, info = client.predict(handle_file(str(path)), "jazzy lofi", 4.0, 5,
+                                                 api_name="/accompany")
+    with AudioFile(audio_path) as f:
+        assert f.frames == round((4 * song_midi.BAR + 4.0) * SR)        # the file, then 4 s more piano
+    assert info["chords"][:4] == song_midi.CHORDS
+    assert {i.name for i in pretty_midi.PrettyMIDI(midi_path).instruments} == {"piano", "drums", "bass"}

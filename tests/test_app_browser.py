@@ -75,6 +75,23 @@ def test_generate_rate_and_see_results_change(page):
     page.screenshot(path=ARTIFACTS / "3-results.png", full_page=True)
 
 
+def test_a_midi_file_is_accompanied_and_its_chords_charted(page, tmp_path):
+    import song_midi
+    path = song_midi.write(tmp_path / "song.mid", bars=4)
+    page.get_by_role("tab", name="Create").click()
+    page.get_by_label("Describe your track").fill("jazzy lofi with rain")
+    page.get_by_text("Bring your own MIDI").click()
+    page.locator("#midi-upload input[type=file]").set_input_files(str(path))
+    sync_api.expect(page.locator("#midi-upload")).to_contain_text("song.mid")
+    page.locator("#accompany").click()
+    # 4 bars at 90 BPM: 10.67 s (the player rounds to 0:11); the chart lists the file's chords bar by bar.
+    sync_api.expect(page.locator("#track-audio")).to_contain_text("0:11", timeout=GENERATION_TIMEOUT_MS)
+    sync_api.expect(page.locator("#chord-chart")).to_contain_text("Dm | Gm | A | Dm")
+    sync_api.expect(page.locator("#track-summary")).to_contain_text("90 BPM")
+    page.locator("#chord-chart").scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "6-accompany.png", full_page=True)
+
+
 def test_chat_refines_the_track_version_by_version(page):
     page.get_by_role("tab", name="Chat").click()
     box = page.get_by_label("Say what to change")

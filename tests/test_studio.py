@@ -12,6 +12,8 @@ from pedalboard.io import AudioFile
 from text2lofi.app.studio import Studio, StudioError
 from text2lofi.app.survey import SurveyStore
 
+import song_midi
+
 SR = 44100
 
 
@@ -78,3 +80,20 @@ def test_rating_is_stored_once_per_rater(studio, first):
     studio.rate(first.id, "rater-a", 4, 5, 3, "nice")
     again = studio.rate(first.id, "rater-a", 5, 5, 5, "nicer")
     assert again["updated"] is True and _rows(studio, "ratings") == 1
+
+
+def test_accompany_keeps_the_uploaded_notes_and_records_the_generation(studio, tmp_path):
+    path = song_midi.write(tmp_path / "song.mid", bars=4)
+    before = _rows(studio, "generations")
+    g = studio.accompany(str(path), "rainy lofi", seed=3)
+    with AudioFile(str(g.files["wav"])) as f:
+        assert f.frames == round(4 * song_midi.BAR * SR)
+    assert g.info()["chords"] == song_midi.CHORDS and "`  1` | Dm | Gm | A | Dm |" in g.chart()
+    assert _rows(studio, "generations") == before + 1
+    bad = tmp_path / "bad.mid"
+    bad.write_text("not midi")
+    with pytest.raises(StudioError, match="cannot be read as MIDI"):
+        studio.accompany(str(bad), "lofi")
+    with pytest.raises(StudioError, match="the MIDI file's length plus continue_s is 70"):
+        studio.accompany(str(path), "lofi", continue_s=70 - 4 * song_midi.BAR)
+    assert _rows(studio, "generations") == before + 1

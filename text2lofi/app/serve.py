@@ -10,6 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# Largest upload the server takes (the only upload is a MIDI file to accompany; an hour of dense piano is ~1 MB).
+MAX_UPLOAD = "5mb"
+
 
 @dataclass
 class AppConfig:
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None, prog: str = "text2lofi serve") -> int:
     config = AppConfig(output_dir=args.output_dir, max_duration_s=args.max_duration,
                        concurrency=args.concurrency, queue_size=args.queue_size)
     demo = build_app(SurveyStore(args.db_url), config)
-    demo.launch(server_name=args.host, server_port=args.port)
+    demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD)
     return 0
 
 

@@ -26,7 +26,8 @@ import numpy as np
 from text2lofi.app.survey import SurveyStore
 from text2lofi.conditions import DURATION_RANGE, Conditions
 from text2lofi.live import LiveStream, stream
-from text2lofi.pipeline import Progress, Track, generate, resolve
+from text2lofi.compose.given import read_given
+from text2lofi.pipeline import Progress, Track, accompany, generate, resolve
 
 SEED_RANGE = (0, 2**31 - 1)       # Conditions keep 31-bit seeds
 HISTORY_SIZE = 50                 # generations `history()` remembers, newest first
@@ -50,6 +51,18 @@ def describe(c: Conditions, length: bool = True) -> str:
     parts.append(f"lo-fi {c.lofi_amount:.2f}")
     parts.append(f"seed {c.seed}")
     return " · ".join(parts)
+
+
+def chord_chart(chords: list[str | None], per_line: int = 8) -> str:
+    """Markdown chord chart, one cell per bar, `per_line` bars a row, each row starting with its bar number;
+    a bar that keeps the chord before it shows '%' (the lead-sheet repeat sign)."""
+    if not chords:
+        return ""
+    cells = ["%" if i and c == chords[i - 1] else (c or "N.C.") for i, c in enumerate(chords)]
+    rows = []
+    for start in range(0, len(cells), per_line):
+        rows.append(f"`{start + 1:>3}` | " + " | ".join(cells[start:start + per_line]) + " |")
+    return "\n\n".join(rows)
 
 
 def piano_roll(midi, duration_s: float, path: Path) -> Path:
@@ -95,7 +108,11 @@ class Generation:
     def info(self) -> dict:
         """What the API returns beside the files."""
         return {"generation_id": self.id, "conditions": self.conditions.to_dict(),
-                "duration_s": self.track.duration_s, "models": self.track.metadata.get("models", {})}
+                "duration_s": self.track.duration_s, "models": self.track.metadata.get("models", {}),
+                "chords": self.track.metadata.get("chords", [])}
+
+    def chart(self) -> str:
+        return chord_chart(self.track.metadata.get("chords", []))
 
 
 class Studio:
@@ -164,11 +181,34 @@ class Studio:
             raise StudioError(f"generation_id {generation_id!r} is unknown on this server")
         return self.create(text, previous=earlier["conditions"], extras=extras, progress=progress)
 
+    def accompany(self, midi_path: str | Path, prompt: str = "", seed: int | None = None, continue_s=0.0,
+                  extras: bool = False, progress: Progress | None = None) -> Generation:
+        """An uploaded MIDI file accompanied (its notes kept exactly; drums, bass, textures added), the piano
+        written on for continue_s seconds after it if asked; the prompt sets the feel."""
+        if not midi_path:
+            raise StudioError("midi is missing: choose a .mid file to accompany")
+        if isinstance(continue_s, bool) or not isinstance(continue_s, (int, float)) or not 0 <= continue_s:
+            raise StudioError(f"continue_s must be a number of seconds from 0, got {continue_s!r}")
+        seed = self.check_seed(seed)
+        prompt = prompt.strip() if isinstance(prompt, str) and prompt.strip() else "lofi"
+        try:
+            given = read_given(midi_path)
+            self.check_duration(given.n_bars * given.bar_s + continue_s, "the MIDI file's length plus continue_s")
+            track = accompany(midi_path, prompt, seed=new_seed() if seed is None else seed,
+                              continue_s=float(continue_s), progress=progress)
+        except ValueError as exc:                 # the reader's own message names the file and the problem
+            raise StudioError(str(exc)) from exc
+        return self._record(prompt, track, extras)
+
     def _make(self, prompt: str, c: Conditions, extras: bool, progress: Progress) -> Generation:
         try:
             track = generate(c, progress=progress)
         except ValueError as exc:                 # the pipeline's own concise error for bad input
             raise StudioError(str(exc)) from exc
+        return self._record(prompt, track, extras)
+
+    def _record(self, prompt: str, track: Track, extras: bool) -> Generation:
+        """Write the track's files and record the generation for the survey."""
         folder = Path(tempfile.mkdtemp(prefix="gen-", dir=self.output_dir))
         files = {"wav": track.save(folder / "track.wav"), "midi": track.save(folder / "track.mid")}
         if extras:

@@ -4,6 +4,8 @@ API (names are a public contract, see docs/api.md):
   /generate  (prompt: str, duration_s: float | None, seed: int | None) -> (audio file, MIDI file, info dict)
   /interpret (prompt: str, previous: dict | None) -> conditions dict
   /rate      (generation_id: str, clarity: int, quality: int, match: int, comment: str) -> dict
+  /accompany (midi: file, prompt: str, continue_s: float | None, seed: int | None) -> (audio file, MIDI file,
+             info dict): the file's notes kept, drums, bass and textures added, the piano continued if asked
   /listen    (prompt: str) -> an endless stream of (audio chunk, now-playing line)
   /steer     (text: str) -> conditions dict: changes the caller's running /listen stream at its next bar line
 Every other event is private (callable by the page only). Bad arguments raise gr.Error and store nothing.
@@ -118,10 +120,29 @@ class _Handlers:
                 duration_s=_optional_number(duration_s, "duration", *DURATION_RANGE),
                 tempo_bpm=_optional_number(tempo_bpm, "tempo", *TEMPO_RANGE), key=key or None,
                 lofi_amount=_optional_number(lofi_amount, "lo-fi amount", 0.0, 1.0), textures=textures or None)
+        return self._shown_generation(g, prompt)
+
+    def accompany_page(self, midi, prompt, continue_s, seed, progress=gr.Progress()):
+        with _shown():
+            g = self.studio.accompany(midi, prompt, extras=True, progress=self._progress(progress),
+                                      seed=_optional_number(seed, "seed", *SEED_RANGE, whole=True),
+                                      continue_s=_optional_number(continue_s, "continue", 0.0,
+                                                                  self.studio.max_duration_s) or 0.0)
+        return self._shown_generation(g, g.prompt)
+
+    @staticmethod
+    def _shown_generation(g, prompt: str):
         downloads = [str(g.files[k]) for k in ("wav", "mp3", "midi", "stems")]
         shown = {"generation_id": g.id, **g.conditions.to_dict()}
-        return (str(g.files["wav"]), downloads, str(g.files["piano_roll"]), shown, g.describe(), g.id,
+        return (str(g.files["wav"]), downloads, str(g.files["piano_roll"]), shown, g.describe(), g.chart(), g.id,
                 f"Rating: “{prompt.strip()}” ({g.describe()})")
+
+    def api_accompany(self, midi, prompt: str, continue_s: float | None, seed: int | None,
+                      progress=gr.Progress()):
+        with _shown():
+            g = self.studio.accompany(midi, prompt, seed=seed, continue_s=continue_s or 0.0,
+                                      progress=self._progress(progress))
+        return str(g.files["wav"]), str(g.files["midi"]), g.info()
 
     def chat(self, message: str, history: list, previous: dict | None, progress=gr.Progress()):
         with _shown():
@@ -213,12 +234,21 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                                 o_lofi = gr.Textbox(label="Lo-fi amount (0..1)", placeholder="from the text")
                                 o_textures = gr.CheckboxGroup(list(TEXTURES), label="Textures")
                         create_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+                        with gr.Accordion("Bring your own MIDI (optional)", open=False):
+                            m_file = gr.File(label="MIDI file to accompany: its notes stay as they are",
+                                             file_types=[".mid", ".midi"], type="filepath", elem_id="midi-upload")
+                            with gr.Row():
+                                m_continue = gr.Textbox(label="Then continue the piano for (s)", placeholder="0",
+                                                        elem_id="midi-continue")
+                                m_btn = gr.Button("Accompany", elem_id="accompany")
                     with gr.Column(scale=4):
                         c_audio = gr.Audio(label="Your track", type="filepath", interactive=False,
                                            elem_id="track-audio")
                         c_summary = gr.Markdown(elem_id="track-summary")
                         c_files = gr.File(label="Downloads: WAV, MP3, MIDI, stems", file_count="multiple")
                         c_roll = gr.Image(label="Piano roll", type="filepath", interactive=False)
+                        with gr.Accordion("Chord chart (one chord per bar)", open=True):
+                            c_chart = gr.Markdown(elem_id="chord-chart")
                         c_conditions = gr.JSON(label="Conditions used")
 
             with gr.Tab("Chat", id="chat"):
@@ -282,14 +312,19 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
             api_generate_btn = gr.Button()
             api_interpret_btn = gr.Button()
             api_steer_btn = gr.Button()
+            api_midi_in = gr.File(label="midi", type="filepath")
+            api_continue = gr.Number(None, label="continue_s")
+            api_accompany_btn = gr.Button()
 
         results_out = [s_counts, s_table, s_plot]
         private = dict(api_visibility="private")
         demo.load(_ensure_rater, rater_saved, [rater_saved, rater], **private)
         demo.load(studio.results, None, results_out, **private)
 
-        create_btn.click(studio.create, [prompt, o_duration, o_tempo, o_key, o_seed, o_lofi, o_textures],
-                         [c_audio, c_files, c_roll, c_conditions, c_summary, r_gid, r_heading], **gen, **private)
+        created = [c_audio, c_files, c_roll, c_conditions, c_summary, c_chart, r_gid, r_heading]
+        create_btn.click(studio.create, [prompt, o_duration, o_tempo, o_key, o_seed, o_lofi, o_textures], created,
+                         **gen, **private)
+        m_btn.click(studio.accompany_page, [m_file, prompt, m_continue, o_seed], created, **gen, **private)
         chat_inputs = ([chat_box, chatbot, chat_state],
                        [chatbot, chat_state, chat_box, r_gid, r_heading])
         chat_btn.click(studio.chat, *chat_inputs, **gen, **private)
@@ -311,6 +346,8 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                                [api_audio, api_midi, api_info], api_name="generate", **gen)
         api_interpret_btn.click(studio.api_interpret, [api_prompt, api_previous], api_conditions,
                                 api_name="interpret")
+        api_accompany_btn.click(studio.api_accompany, [api_midi_in, api_prompt, api_continue, api_seed],
+                                [api_audio, api_midi, api_info], api_name="accompany", **gen)
         api_steer_btn.click(studio.steer, api_prompt, api_conditions, api_name="steer", concurrency_limit=None)
 
     demo.queue(max_size=config.queue_size)
