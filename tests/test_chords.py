@@ -86,6 +86,10 @@ def test_the_track_plays_the_written_chords_and_lists_them_per_bar(tmp_path):
         if total:
             shares.append(sum(d for d, inside in spans if inside) / total)
     assert sum(shares) / len(shares) >= 0.6
+    bass = next(i for i in t.midi.instruments if i.name == "bass")
+    on_the_one = {round(n.start / bar_s): n.pitch % 12 for n in bass.notes
+                  if abs(n.start / bar_s - round(n.start / bar_s)) < 1e-3}
+    assert on_the_one and all(pc == chord_tones(chords[k])[0] for k, pc in on_the_one.items())   # the roots
 
 
 def test_every_seed_progression_opens_on_its_tonic_chord():
