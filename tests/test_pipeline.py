@@ -108,11 +108,12 @@ def test_same_seed_is_bit_identical_and_another_seed_differs():
 # d1758c87.../2173837c..., unchanged by it), then moved on purpose by the bass part (6e407514.../3c33a3a1...) and
 # by drawing each section's groove as the best of four (cc7de255.../d1ae2a6a...) and by the minor default
 # progression's leading-tone V, and by dropping the bass note a kick at the very end of a bar put on the next
-# downbeat with the old chord's root (23c704de.../36868882...). A change that alters the music
+# downbeat with the old chord's root (c4e4428d.../02517471...), and by giving each part its own generator so one
+# part can be drawn again while the others stay note for note (extend, vary). A change that alters the music
 # on purpose (new models, a new arrangement) updates these two lines and says so in its commit; any other change
 # that moves them changed the music by accident.
-GOLDEN_10S = ("c4e4428d970582aa12737bb16d852d5161a8584fd0a58a0ef8244a27368ec689",
-              "025174713f9f9c82e35787b464581fdb70d2437c9f9d38671ede8419e23b06b8")
+GOLDEN_10S = ("bbae9f5e69962abe845026b87a5b6ea315c0e3c5e38545202441b00fd43c888c",
+              "d36ce604d10fe11ed834779683ac0221685ad65c6e223a007233643c7a7b01b0")
 
 
 def test_a_recorded_track_comes_out_byte_for_byte():

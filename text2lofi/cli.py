@@ -44,6 +44,23 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remade(args: argparse.Namespace) -> int:
+    """extend / vary: a track made again from its .json sidecar, written like generate's output."""
+    from text2lofi.audio.files import check_output_path
+    from text2lofi.pipeline import extend, vary
+    from text2lofi.runtime import use_threads
+
+    use_threads()
+    out = check_output_path(args.output)
+    midi = check_output_path(args.midi) if args.midi else None
+    track = extend(args.track, args.seconds) if args.command == "extend" else vary(args.track, args.part, args.seed)
+    written = [track.save(out)] + ([track.save(midi)] if midi else [])
+    print(f"wrote {', '.join(map(str, written))}: {track.duration_s:.3f} s ({track.metadata['made_from']})")
+    for w in track.conditions.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
 def _interpret(args: argparse.Namespace) -> int:
     from text2lofi import Conditions, interpret
 
@@ -73,6 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --from-midi: the piano model writes on for SECONDS after the file ends")
     g.add_argument("-q", "--quiet", action="store_true")
     g.set_defaults(func=_generate)
+
+    e = sub.add_parser("extend", help="a track made longer: every note before its outro kept, new bars and outro")
+    e.add_argument("track", help="the track's .json sidecar (track.wav.json), or the audio file beside it")
+    e.add_argument("seconds", type=float, help="how much longer, in seconds")
+    v = sub.add_parser("vary", help="the same track with one part drawn again, the others note for note")
+    v.add_argument("track", help="the track's .json sidecar (track.wav.json), or the audio file beside it")
+    v.add_argument("part", choices=("piano", "drums", "bass"))
+    v.add_argument("--seed", type=int, help="the part's new seed (random if not given)")
+    for p_ in (e, v):
+        p_.add_argument("-o", "--output", required=True, help="out.wav | out.mp3 | out.flac")
+        p_.add_argument("--midi", help="also write the MIDI")
+        p_.set_defaults(func=_remade)
 
     i = sub.add_parser("interpret", help="text -> Conditions as JSON")
     i.add_argument("prompt")

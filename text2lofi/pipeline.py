@@ -6,7 +6,10 @@ longer ones (and the endless streams of text2lofi.live) use a streaming master w
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import secrets
 import tempfile
 import time
 import weakref
@@ -21,6 +24,7 @@ from text2lofi.audio import files
 from text2lofi.audio.effects import Master, master_to_lufs
 from text2lofi.audio.mix import Mixer
 from text2lofi.audio.render import piano_program_for
+from text2lofi.compose.arrangement import BarGrid, Section, extension_plan
 from text2lofi.compose.composer import ComposedBar, Composer, bars_to_midi
 from text2lofi.compose.given import read_given
 from text2lofi.conditions import SAMPLE_RATE, Conditions
@@ -189,6 +193,8 @@ def _metadata(c: Conditions, composer: Composer, prompt, timings: dict) -> dict:
     return {"text2lofi": __version__, "prompt": prompt if isinstance(prompt, str) else None,
             "seed": c.seed, "conditions": c.to_dict(), "models": composer.versions,
             "chords": list(composer.chords),          # one per bar, for a chord chart
+            "plan": [list(dataclasses.astuple(s)) for s in composer.sections],   # what extend() and vary() keep
+            "part_seeds": composer.seeds,             # a varied part's own seed
             "sample_rate": composer.grid.sample_rate, "timings_s": timings}
 
 
@@ -222,7 +228,75 @@ def accompany(midi: str | os.PathLike, prompt: str | Conditions = "lofi", seed: 
                   duration_s=given.n_bars * given.bar_s + float(continue_s), progression=given.chords[-4:],
                   warnings=c.warnings + notes)
     timings = {"interpret": time.perf_counter() - t0}
-    return _make_track(c, Composer(c, sample_rate=sample_rate, given=given), prompt, progress, timings)
+    track = _make_track(c, Composer(c, sample_rate=sample_rate, given=given), prompt, progress, timings)
+    track.metadata["given_midi"] = given.path.name
+    return track
+
+
+PARTS = ("piano", "drums", "bass")
+
+
+def track_metadata(track: Track | str | os.PathLike) -> dict:
+    """A track's metadata: from the Track, or from the .json sidecar that save() wrote (pass either path)."""
+    if isinstance(track, Track):
+        return track.metadata
+    path = Path(track)
+    sidecar = path if path.suffix == ".json" else path.with_name(path.name + ".json")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the track's sidecar {sidecar} ({exc}); pass the .json that "
+                         f"generate wrote beside the audio") from None
+    if not isinstance(meta, dict) or "conditions" not in meta or "plan" not in meta:
+        raise ValueError(f"{sidecar} is not a text2lofi track sidecar (no conditions or plan)")
+    return meta
+
+
+def _remake(track, progress: Progress | None, note: str, plan_of=None, seeds: dict | None = None,
+            **changes) -> Track:
+    """Compose a track again from its metadata: same conditions (with `changes`), seeds and plan
+    (`plan_of(old_plan, conditions)` to change it), so every part that is not redrawn comes out note for note."""
+    meta = track_metadata(track)
+    if meta.get("given_midi"):
+        raise ValueError("this track accompanies a MIDI file; extend or vary the file's track with accompany()")
+    c = Conditions.from_dict(meta["conditions"]).replace(warnings=[], **changes)
+    sr = int(meta.get("sample_rate", SAMPLE_RATE))
+    plan = [Section(*s) for s in meta["plan"]]
+    if plan_of is not None:
+        plan = plan_of(plan, c)
+    composer = Composer(c, sample_rate=sr, plan=plan, seeds=dict(meta.get("part_seeds") or {}, **(seeds or {})))
+    if meta.get("models") and meta["models"] != composer.versions:
+        c.warnings.append(f"the models changed since this track was made ({meta['models']} -> "
+                          f"{composer.versions}); its notes will differ")
+    track = _make_track(c, composer, meta.get("prompt"), progress or _no_progress, {})
+    track.metadata["made_from"] = note
+    return track
+
+
+def extend(track: Track | str | os.PathLike, seconds: float, progress: Progress | None = None) -> Track:
+    """The track exactly `seconds` longer: every note before its outro kept (same seed, same model state), then
+    new bars from where the models were, and a new outro at the new end. Deterministic."""
+    seconds = float(seconds)
+    if not 0.0 < seconds <= IN_MEMORY_MAX_S:
+        raise ValueError(f"seconds must be more than 0 and at most {IN_MEMORY_MAX_S:g}, got {seconds:g}")
+    meta = track_metadata(track)
+    old_s = float(meta["conditions"]["duration_s"])
+
+    def longer(plan, c):
+        grid = BarGrid(c.tempo_bpm, int(meta.get("sample_rate", SAMPLE_RATE)))
+        return extension_plan(plan, grid.bars_for(int(round(c.duration_s * grid.sample_rate))), c.piano, c.drums)
+    return _remake(track, progress, f"extended by {seconds:g} s", plan_of=longer, duration_s=old_s + seconds)
+
+
+def vary(track: Track | str | os.PathLike, part: str, seed: int | None = None,
+         progress: Progress | None = None) -> Track:
+    """The same track with one part ("piano", "drums" or "bass") drawn again from `seed` (new if None); the other
+    parts come out note for note, except that the bass, locked to the kick, follows new drums (same roots on
+    the one). Deterministic for a seed."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
+    seed = secrets.randbelow(2**31) if seed is None else int(seed)
+    return _remake(track, progress, f"{part} varied with seed {seed}", seeds={part: seed})
 
 
 def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict) -> Track:

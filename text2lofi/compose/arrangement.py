@@ -136,3 +136,15 @@ def plan_sections(n_bars: int | None, piano: bool, drums: bool, intro: bool = Tr
         used += size
     if outro:
         yield Section("outro", outro, piano, drums and not piano, phrase_bars=outro)
+
+
+def extension_plan(old_plan: list[Section], new_bars: int, piano: bool, drums: bool) -> list[Section]:
+    """The plan of a track made longer, to new_bars: its sections up to its outro exactly as they were, then new
+    sections and a new outro after them. A track too short for an outro keeps all its sections; only its final
+    bar (the held tonic chord that ended it) is written anew."""
+    old_bars = sum(s.n_bars for s in old_plan)
+    if new_bars <= old_bars:
+        raise ValueError(f"an extension must be longer: {new_bars} bars is not more than {old_bars}")
+    kept = list(old_plan[:-1] if old_plan[-1].name == "outro" else old_plan)
+    used = sum(s.n_bars for s in kept)
+    return kept + list(plan_sections(new_bars - used, piano, drums, intro=False))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -38,7 +39,8 @@ GROOVE_CANDIDATES = 4
 # A guard against a bar that never ends, not a density control: the piano's natural bar is about 28 notes x 3
 # tokens, and a cut bar goes silent for its rest (docs/compose.md has the measurements behind 160).
 MAX_TOKENS_PER_BAR = {"piano": 160, "drums": 96}
-GIVEN_CONTEXT_BARS = 32         # bars of a given MIDI file the piano model reads before it writes on
+GIVEN_CONTEXT_BARS = 32
+BASS_STYLES = ("kick", "fifths", "octaves")     # bass patterns a varied bass picks from, one per section         # bars of a given MIDI file the piano model reads before it writes on
 
 
 @dataclass
@@ -197,6 +199,11 @@ def token_masks(tok: MusicTokenizer) -> TokenMasks:
     return hit[1]
 
 
+def part_seed(seed: int, part: str) -> int:
+    """The seed of one part's generator, derived from the track's seed (stable across runs and machines)."""
+    return zlib.crc32(f"{part}:{int(seed)}".encode())
+
+
 def hit_near(bar: list[Note], beat: float, pitches: set[int]) -> bool:
     """A hit of one of `pitches` within a 32nd note (1/8 beat) of `beat`."""
     return any(abs(n.onset - beat) <= 0.125 and n.pitch in pitches for n in bar)
@@ -234,16 +241,27 @@ class Composer:
     def __init__(self, c: Conditions, piano: MusicModel | None = None, drums: MusicModel | None = None,
                  sample_rate: int = SAMPLE_RATE, sampling: SamplingConfig | None = None,
                  groove_candidates: int = GROOVE_CANDIDATES, origin: int = 0, intro: bool = True,
-                 lead_in: list[str] | tuple[str, ...] = (), given: GivenMusic | None = None):
+                 lead_in: list[str] | tuple[str, ...] = (), given: GivenMusic | None = None,
+                 plan: list[Section] | None = None, seeds: dict[str, int] | None = None):
         """origin: the sample where bar 0 starts; intro=False starts on the loop; lead_in: chords played one bar
         each before the progression (a steered stream's pivot chord). All three serve a stream that changes.
         given: a MIDI file's notes that are the piano part of its bars (kept exactly) and its chords per bar;
-        the piano model, primed with the file, writes on after it."""
+        the piano model, primed with the file, writes on after it. plan: the sections to fill instead of
+        plan_sections() (an extension keeps the original's). seeds: a part's own seed instead of the one derived
+        from c.seed (vary one part, keep the others note for note); a "bass" seed picks bass patterns by section."""
         self.c = c
         self.groove_candidates = max(1, int(groove_candidates))
         self.grid = BarGrid(c.tempo_bpm, sample_rate, origin=origin)
         self.intro, self.lead_in = intro, list(lead_in)
-        self.generator = torch.Generator().manual_seed(c.seed)
+        self.plan = plan
+        self.sections: list[Section] = []      # the sections composed so far (a track's metadata keeps them)
+        self.seeds = dict(seeds or {})          # the parts' own seeds, where given
+        seeds = {part: part_seed(c.seed, part) for part in ("piano", "drums")} | self.seeds
+        # One generator per part: redrawing one part (vary) or one part's bar (an extension's new outro) leaves
+        # the other parts' draws, and so their notes, exactly as they were.
+        generators = {part: torch.Generator().manual_seed(seeds[part]) for part in ("piano", "drums")}
+        self.bass_rng = np.random.default_rng(seeds["bass"]) if "bass" in seeds else None
+        self._bass_style = "kick"
         sampling = sampling or SamplingConfig(temperature=0.95, top_k=0, top_p=0.95)
         self.piano = self.drums = None
         self.given = given.events(sample_rate) if given else []       # per bar: the file's notes
@@ -256,11 +274,11 @@ class Composer:
                 bars = piano.tokenizer.encode_bars(given.midi(), [(4.0 * i, 4.0 * i + 4, ch)
                                                                   for i, ch in enumerate(given.chords)])
                 prefix += [t for bar in bars[-GIVEN_CONTEXT_BARS:] for t in bar]
-            self.piano = PartWriter(piano, prefix, sampling, self.generator)
+            self.piano = PartWriter(piano, prefix, sampling, generators["piano"])
         if c.drums:
             drums = drums or load_music_model("drums")
             prefix = drums.tokenizer.condition_prefix(tempo_bpm=c.tempo_bpm, style=drum_style(c))
-            self.drums = PartWriter(drums, prefix, sampling, self.generator)
+            self.drums = PartWriter(drums, prefix, sampling, generators["drums"])
         self.progression = progression_for(c)
         self.chords: list[str | None] = []     # the chord of every bar composed so far, by bar index
         self._chord_pcs = {s: chord_tones(s)[1]
@@ -296,7 +314,12 @@ class Composer:
         notes = []
         for k, t in enumerate(onsets):
             end = onsets[k + 1] if k + 1 < len(onsets) else 4.0
-            pitch = fifth if k > 0 and abs(t - 2.0) < 0.01 else low
+            if self._bass_style == "fifths":            # root and fifth by turns
+                pitch = fifth if k % 2 else low
+            elif self._bass_style == "octaves":         # the root, jumping an octave on the notes between
+                pitch = low + 12 if k % 2 else low
+            else:                                       # "kick": the root, the fifth on beat 3
+                pitch = fifth if k > 0 and abs(t - 2.0) < 0.01 else low
             notes.append(Note(t, max(0.25, 0.9 * (end - t)), pitch, velocity if t % 1 == 0 else velocity - 12))
         return notes
 
@@ -345,6 +368,8 @@ class Composer:
                 drums.append(self._shape_drums(self.drums.next_bar()))   # a fill at the end
             else:
                 drums.append(drums[j % groove])
+        if self.bass_rng is not None:                            # a varied bass: a pattern per section
+            self._bass_style = str(self.bass_rng.choice(BASS_STYLES))
         bass = [self._bass_bar(chords[j], drums[j], held=last_of_track and j == s.n_bars - 1) if bass_plays else []
                 for j in range(s.n_bars)]
         return list(zip(chords, piano, drums, bass))
@@ -384,7 +409,9 @@ class Composer:
         piano, drums = self.piano is not None, self.drums is not None
         lead = [Section("pivot", len(self.lead_in), piano, drums, len(self.lead_in))] if self.lead_in else []
         rest = None if n_bars is None else n_bars - len(self.lead_in)
-        for s in itertools.chain(lead, plan_sections(rest, piano, drums, intro=self.intro)):
+        plan = self.plan if self.plan is not None else plan_sections(rest, piano, drums, intro=self.intro)
+        for s in itertools.chain(lead, plan):
+            self.sections.append(s)
             last = n_bars is not None and index + s.n_bars >= n_bars
             for chord, p, d, b in self._section_notes(s, index, last, self.lead_in if s.name == "pivot" else None):
                 self.chords.append(chord)
