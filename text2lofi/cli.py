@@ -33,6 +33,8 @@ def _generate(args: argparse.Namespace) -> int:
             print(f"{stage}...", file=sys.stderr, flush=True)
             seen.add(stage)
 
+    if args.loop:
+        overrides["loop"] = True
     track = generate_to_files(args.prompt, args.output, midi=args.midi, stems=args.stems, seed=args.seed,
                               progress=None if args.quiet else progress, from_midi=args.from_midi,
                               continue_s=args.continue_s, **overrides)
@@ -61,6 +63,23 @@ def _remade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    from text2lofi.pipeline import score_video
+    from text2lofi.runtime import use_threads
+
+    use_threads()
+    track = score_video(args.video, args.prompt, args.output, seed=args.seed, level_db=args.level,
+                        keep_audio=not args.replace_audio)
+    v, c = track.metadata["video"], track.conditions
+    sound = f"music under the video's sound at {v['level_db']:g} dB" if v["kept_audio"] else \
+        f"music as the sound at {v['level_db']:g} dB"
+    print(f"wrote {args.output}: {v['duration_s']:.3f} s, picture copied, {sound}; {c.tempo_bpm:g} BPM, "
+          f"{c.key} {c.mode}, seed={c.seed}")
+    for w in c.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
 def _interpret(args: argparse.Namespace) -> int:
     from text2lofi import Conditions, interpret
 
@@ -78,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", required=True, help="track.wav | track.mp3 | track.flac")
     g.add_argument("--midi", help="also write the MIDI (both parts, one tempo map)")
     g.add_argument("--stems", help="folder for the balanced piano/drum stems (WAV)")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=int, help="the track's seed (the text's own if not given)")
     g.add_argument("--duration", type=float, help="seconds; overrides the text")
     g.add_argument("--tempo", type=float, help="BPM; overrides the text")
     g.add_argument("--key", help="tonic, e.g. A or Eb; overrides the text")
@@ -88,8 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "followed; drums, bass and textures added")
     g.add_argument("--continue", dest="continue_s", type=float, default=0.0, metavar="SECONDS",
                    help="with --from-midi: the piano model writes on for SECONDS after the file ends")
-    g.add_argument("-q", "--quiet", action="store_true")
+    g.add_argument("--loop", action="store_true",
+                   help="a seamless loop: whole bars, the end flows into the start (use WAV or FLAC: MP3 pads)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     g.set_defaults(func=_generate)
+
+    sc = sub.add_parser("score", help="music exactly as long as a video, put under it (the picture is copied)")
+    sc.add_argument("video", help="the video to score (.mp4, .mov, .mkv, .webm, .m4v)")
+    sc.add_argument("prompt", help="what the music should be, e.g. 'calm lofi with rain'")
+    sc.add_argument("-o", "--output", required=True, help="the scored video (same kinds of file)")
+    sc.add_argument("--seed", type=int, help="the music's seed (random if not given)")
+    sc.add_argument("--level", type=float, help="the music's level in dB (default -12 under the video's own "
+                                                 "sound, 0 when it is the only sound)")
+    sc.add_argument("--replace-audio", action="store_true", help="drop the video's own sound")
+    sc.set_defaults(func=_score)
 
     e = sub.add_parser("extend", help="a track made longer: every note before its outro kept, new bars and outro")
     e.add_argument("track", help="the track's .json sidecar (track.wav.json), or the audio file beside it")

@@ -24,15 +24,17 @@ from text2lofi.audio import files
 from text2lofi.audio.effects import Master, master_to_lufs
 from text2lofi.audio.mix import Mixer
 from text2lofi.audio.render import piano_program_for
+from text2lofi.audio.textures import TextureBed
 from text2lofi.compose.arrangement import BarGrid, Section, extension_plan
 from text2lofi.compose.composer import ComposedBar, Composer, bars_to_midi
 from text2lofi.compose.given import read_given
-from text2lofi.conditions import SAMPLE_RATE, Conditions
+from text2lofi.conditions import DURATION_RANGE, SAMPLE_RATE, Conditions
 
 IN_MEMORY_MAX_S = 20 * 60     # up to 20 min the whole track is held (~210 MB) and mastered in two passes
 MIDI_MAX_S = 2 * 3600         # longer tracks keep no MIDI in memory (12 h would be ~10^6 note objects)
 FADE_OUT_S = 4.0              # the ending fades over the last seconds (the final bar is a held tonic chord)
 FADE_IN_S = 0.01              # no click at t = 0
+LOOP_TAIL_S = 2.0             # a loop's ringing end and texture cross-fade, wrapped onto its start
 STAGES = ("interpreting", "composing", "rendering", "mastering")
 
 Progress = Callable[[str, float], None]
@@ -199,13 +201,30 @@ def _metadata(c: Conditions, composer: Composer, prompt, timings: dict) -> dict:
 
 
 def generate(prompt: str | Conditions, seed: int | None = None, progress: Progress | None = None,
-             sample_rate: int = SAMPLE_RATE, **overrides) -> Track:
-    """Text or Conditions -> Track with exactly round(duration_s * sample_rate) samples."""
+             sample_rate: int = SAMPLE_RATE, loop: bool = False, **overrides) -> Track:
+    """Text or Conditions -> Track with exactly round(duration_s * sample_rate) samples.
+
+    loop=True: a seamless loop of whole bars (the length rounded to the nearest whole bar, said in the
+    warnings): its end flows into its start, see _make_loop."""
     progress = progress or _no_progress
     t0 = time.perf_counter()
     c = resolve(prompt, seed, progress=progress, **overrides)
+    if loop:
+        c = _whole_bars(c, sample_rate)
     timings = {"interpret": time.perf_counter() - t0}
-    return _make_track(c, Composer(c, sample_rate=sample_rate), prompt, progress, timings)
+    return _make_track(c, Composer(c, sample_rate=sample_rate, loop=loop), prompt, progress, timings)
+
+
+def _whole_bars(c: Conditions, sample_rate: int) -> Conditions:
+    """A loop's length: the nearest whole number of bars, at least DURATION_RANGE's minimum."""
+    grid = BarGrid(c.tempo_bpm, sample_rate)
+    bar_s = grid.samples_per_bar / sample_rate
+    bars = max(int(np.ceil(DURATION_RANGE[0] / bar_s)), int(round(c.duration_s / bar_s)))
+    duration = grid.bar_start(bars) / sample_rate
+    if abs(duration - c.duration_s) > 0.5 / sample_rate:
+        c = c.replace(duration_s=duration, warnings=c.warnings + [
+            f"a loop is whole bars: duration_s {c.duration_s:g} s -> {duration:.3f} s ({bars} bars of {bar_s:.3f} s)"])
+    return c
 
 
 def accompany(midi: str | os.PathLike, prompt: str | Conditions = "lofi", seed: int | None = None,
@@ -264,7 +283,8 @@ def _remake(track, progress: Progress | None, note: str, plan_of=None, seeds: di
     plan = [Section(*s) for s in meta["plan"]]
     if plan_of is not None:
         plan = plan_of(plan, c)
-    composer = Composer(c, sample_rate=sr, plan=plan, seeds=dict(meta.get("part_seeds") or {}, **(seeds or {})))
+    composer = Composer(c, sample_rate=sr, plan=plan, seeds=dict(meta.get("part_seeds") or {}, **(seeds or {})),
+                        loop=bool(meta.get("loop")))
     if meta.get("models") and meta["models"] != composer.versions:
         c.warnings.append(f"the models changed since this track was made ({meta['models']} -> "
                           f"{composer.versions}); its notes will differ")
@@ -280,6 +300,8 @@ def extend(track: Track | str | os.PathLike, seconds: float, progress: Progress 
     if not 0.0 < seconds <= IN_MEMORY_MAX_S:
         raise ValueError(f"seconds must be more than 0 and at most {IN_MEMORY_MAX_S:g}, got {seconds:g}")
     meta = track_metadata(track)
+    if meta.get("loop"):
+        raise ValueError("a loop has no ending to extend; generate a longer loop instead")
     old_s = float(meta["conditions"]["duration_s"])
 
     def longer(plan, c):
@@ -300,6 +322,8 @@ def vary(track: Track | str | os.PathLike, part: str, seed: int | None = None,
 
 
 def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict) -> Track:
+    if composer.loop:
+        return _make_loop(c, composer, prompt, progress, timings)
     sample_rate = composer.grid.sample_rate
     n_samples = int(round(c.duration_s * sample_rate))
     mixer = Mixer(c, sample_rate)
@@ -324,6 +348,57 @@ def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, t
     midi = bars_to_midi(bars, c, piano_program_for(c.mood), sample_rate, n_samples)
     stems_out = {k: np.concatenate(v)[:n_samples] for k, v in stems.items()}
     return Track(audio, sample_rate, midi, c, stems_out, _metadata(c, composer, prompt, timings))
+
+
+def _make_loop(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict) -> Track:
+    """A seamless loop, made as if it had already been playing: the notes still ringing at its end (synth releases,
+    the chain's tails) are rendered past the end and added onto its start, and the texture bed's continuation past
+    the end cross-fades (equal power) into its start over LOOP_TAIL_S. No fade in or out; the last bar's chord
+    leads back to the first (Composer(loop=True)). Mastered in one pass like any short track."""
+    sr = composer.grid.sample_rate
+    n_bars = composer.grid.bars_for(int(round(c.duration_s * sr)))
+    n, tail = composer.grid.bar_start(n_bars), int(LOOP_TAIL_S * sr)
+    t1 = time.perf_counter()
+    mixer = Mixer(c.replace(textures=[]), sr)        # music alone; the bed is wrapped on its own below
+    bars: list[ComposedBar] = []
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in mixer.synths}
+    try:
+        for bar in composer.bars(n_bars):
+            progress("composing", bar.start_sample / n)
+            bars.append(bar)
+            for k, v in mixer.stems({"piano": bar.piano, "drums": bar.drums, "bass": bar.bass},
+                                    bar.end_sample - bar.start_sample).items():
+                parts[k].append(v)
+        progress("rendering", 1.0)
+        for k, v in mixer.stems({}, tail).items():               # what still sounds after the last bar
+            parts[k].append(v)
+        joined = {k: np.concatenate(v) for k, v in parts.items()}
+        mixer.observe(joined, last=True)
+        mix, balanced = mixer.mix(joined, n + tail, final=True)
+    finally:
+        mixer.close()
+    music = _wrap(mix, n, tail)
+    if c.textures:
+        bed = TextureBed(c.textures, sample_rate=sr, seed=c.seed).render(n + tail)
+        fade = np.linspace(0.0, np.pi / 2, tail, endpoint=False, dtype=np.float32)[:, None]
+        looped = bed[:n].copy()
+        looped[:tail] = bed[:tail] * np.sin(fade) + bed[n:] * np.cos(fade)
+        music += looped
+    timings["compose_render_mix"] = time.perf_counter() - t1
+    progress("mastering", 0.0)
+    audio = master_to_lufs(music, sr).astype(np.float32, copy=False)
+    progress("mastering", 1.0)
+    midi = bars_to_midi(bars, c, piano_program_for(c.mood), sr, n)
+    stems = {k: _wrap(v, n, tail) for k, v in balanced.items()}
+    meta = _metadata(c, composer, prompt, timings) | {"loop": True}
+    return Track(audio, sr, midi, c, stems, meta)
+
+
+def _wrap(audio: np.ndarray, n: int, tail: int) -> np.ndarray:
+    """The first n samples with the `tail` samples after them added onto their start."""
+    out = audio[:n].copy()
+    out[:tail] += audio[n:n + tail]
+    return out
 
 
 def _generate_long(c, composer, mixer, n_samples, prompt, progress, timings) -> Track:
@@ -369,6 +444,34 @@ def _stream_master(c: Conditions, composer: Composer, mixer: Mixer, n_samples: i
         yield master.process(np.zeros((master.latency, 2), np.float32))[skip:]
 
 
+UNDER_DIALOGUE_DB = -12.0     # the music's level under a video's own sound unless told otherwise
+
+
+def score_video(video: str | os.PathLike, prompt: str | Conditions, out: str | os.PathLike,
+                seed: int | None = None, level_db: float | None = None, keep_audio: bool = True,
+                progress: Progress | None = None, **overrides) -> Track:
+    """Music for a video, exactly as long as its cut, planned to that length (it ends on its final chord at the
+    cut), written to `out` with the picture copied. A video with its own sound keeps it, the music mixed under at
+    level_db (default UNDER_DIALOGUE_DB); keep_audio=False replaces it. Returns the music's Track."""
+    from text2lofi.audio import video as av
+
+    out = files.check_output_path(out, av.VIDEO_EXTENSIONS)
+    info = av.probe(video)
+    if not DURATION_RANGE[0] <= info.duration_s <= DURATION_RANGE[1]:
+        raise ValueError(f"video {info.path.name} lasts {info.duration_s:g} s; scoring needs "
+                         f"{DURATION_RANGE[0]:g} to {DURATION_RANGE[1]:g} s")
+    track = generate(prompt, seed=seed, progress=progress, **dict(overrides, duration_s=info.duration_s))
+    if level_db is None:
+        level_db = UNDER_DIALOGUE_DB if keep_audio and info.has_audio else 0.0
+    with tempfile.TemporaryDirectory(prefix="text2lofi-score-") as tmp:
+        music = Path(tmp) / "music.wav"
+        files.write_audio(music, track.iter_audio(), track.sample_rate)
+        av.mux(info.path, music, out, level_db=level_db, keep_audio=keep_audio)
+    track.metadata["video"] = {"source": info.path.name, "duration_s": info.duration_s, "level_db": level_db,
+                               "kept_audio": keep_audio and info.has_audio, "output": str(out)}
+    return track
+
+
 def generate_to_files(prompt: str | Conditions, out: str | os.PathLike, midi: str | os.PathLike | None = None,
                       stems: str | os.PathLike | None = None, seed: int | None = None,
                       progress: Progress | None = None, from_midi: str | os.PathLike | None = None,
@@ -385,6 +488,9 @@ def generate_to_files(prompt: str | Conditions, out: str | os.PathLike, midi: st
         raise ValueError("--continue needs --from-midi: it continues the piano of a MIDI file")
     else:
         track = generate(prompt, seed=seed, progress=progress, **overrides)
+    if track.metadata.get("loop") and out.suffix.lower() == ".mp3":
+        track.conditions.warnings.append("MP3 adds silence at both ends, so the loop will not be seamless there; "
+                                         "use WAV or FLAC")
     track.save(out)
     if midi is not None:
         track.save(midi)

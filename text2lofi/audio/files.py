@@ -18,13 +18,14 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3")
 MIDI_EXTENSIONS = (".mid", ".midi")
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
+def check_output_path(path: str | os.PathLike, extensions: tuple[str, ...] = AUDIO_EXTENSIONS + MIDI_EXTENSIONS
+                      ) -> Path:
     """Fail fast, before any generation work: known extension, existing writable folder."""
     path = Path(path).expanduser()
     ext = path.suffix.lower()
-    if ext not in AUDIO_EXTENSIONS + MIDI_EXTENSIONS:
+    if ext not in extensions:
         raise ValueError(f"unknown output extension {ext or '(none)'!r} for {path.name}: "
-                         f"use one of {', '.join(AUDIO_EXTENSIONS + MIDI_EXTENSIONS)}")
+                         f"use one of {', '.join(extensions)}")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {folder}")

@@ -105,12 +105,13 @@ class Section:
     phrase_bars: int  # bars of new material; the rest of the section repeats it with a varied last bar
 
 
-def plan_sections(n_bars: int | None, piano: bool, drums: bool, intro: bool = True) -> Iterator[Section]:
+def plan_sections(n_bars: int | None, piano: bool, drums: bool, intro: bool = True,
+                  outro: bool = True) -> Iterator[Section]:
     """Intro, loops of 8 bars (a 4-bar phrase played twice, the second time with a new last bar),
     a break every fourth section (drums out, or a sparse piano if there are no drums), outro.
 
     n_bars=None means endless (a stream): no outro ever comes. intro=False starts on the loop (a steered stream
-    goes on with every part playing from the bar line).
+    goes on with every part playing from the bar line); intro=False, outro=False is a seamless loop's plan.
     """
     if n_bars is not None and n_bars <= 6:
         yield Section("loop", n_bars, piano, drums, phrase_bars=min(n_bars, 4))
@@ -119,13 +120,13 @@ def plan_sections(n_bars: int | None, piano: bool, drums: bool, intro: bool = Tr
         intro_bars = 0
     else:
         intro_bars = 2 if n_bars is not None and n_bars < 32 else 4
-    outro = 0 if n_bars is None else (2 if n_bars < 32 else 4)
+    outro_bars = 0 if n_bars is None or not outro else (2 if n_bars < 32 else 4)
     if intro_bars:
         # Drums enter after the intro; a piano-less track opens with the drums alone instead.
         yield Section("intro", intro_bars, True if piano else False, drums and not piano, phrase_bars=intro_bars)
     used, k = intro_bars, 0
-    while n_bars is None or used < n_bars - outro:
-        left = None if n_bars is None else n_bars - outro - used
+    while n_bars is None or used < n_bars - outro_bars:
+        left = None if n_bars is None else n_bars - outro_bars - used
         size = 8 if left is None else min(8, left)
         k += 1
         if k % 4 == 0 and (left is None or left >= 4):
@@ -134,8 +135,8 @@ def plan_sections(n_bars: int | None, piano: bool, drums: bool, intro: bool = Tr
         else:
             yield Section("loop", size, piano, drums, phrase_bars=min(4, size))
         used += size
-    if outro:
-        yield Section("outro", outro, piano, drums and not piano, phrase_bars=outro)
+    if outro_bars:
+        yield Section("outro", outro_bars, piano, drums and not piano, phrase_bars=outro_bars)
 
 
 def extension_plan(old_plan: list[Section], new_bars: int, piano: bool, drums: bool) -> list[Section]:

@@ -242,18 +242,20 @@ class Composer:
                  sample_rate: int = SAMPLE_RATE, sampling: SamplingConfig | None = None,
                  groove_candidates: int = GROOVE_CANDIDATES, origin: int = 0, intro: bool = True,
                  lead_in: list[str] | tuple[str, ...] = (), given: GivenMusic | None = None,
-                 plan: list[Section] | None = None, seeds: dict[str, int] | None = None):
+                 plan: list[Section] | None = None, seeds: dict[str, int] | None = None, loop: bool = False):
         """origin: the sample where bar 0 starts; intro=False starts on the loop; lead_in: chords played one bar
         each before the progression (a steered stream's pivot chord). All three serve a stream that changes.
         given: a MIDI file's notes that are the piano part of its bars (kept exactly) and its chords per bar;
         the piano model, primed with the file, writes on after it. plan: the sections to fill instead of
         plan_sections() (an extension keeps the original's). seeds: a part's own seed instead of the one derived
-        from c.seed (vary one part, keep the others note for note); a "bass" seed picks bass patterns by section."""
+        from c.seed (vary one part, keep the others note for note); a "bass" seed picks bass patterns by section.
+        loop: a seamless loop: no intro, outro or final chord; the last bar plays the progression's last chord,
+        the one that leads back into the first."""
         self.c = c
         self.groove_candidates = max(1, int(groove_candidates))
         self.grid = BarGrid(c.tempo_bpm, sample_rate, origin=origin)
         self.intro, self.lead_in = intro, list(lead_in)
-        self.plan = plan
+        self.plan, self.loop = plan, loop
         self.sections: list[Section] = []      # the sections composed so far (a track's metadata keeps them)
         self.seeds = dict(seeds or {})          # the parts' own seeds, where given
         seeds = {part: part_seed(c.seed, part) for part in ("piano", "drums")} | self.seeds
@@ -409,11 +411,16 @@ class Composer:
         piano, drums = self.piano is not None, self.drums is not None
         lead = [Section("pivot", len(self.lead_in), piano, drums, len(self.lead_in))] if self.lead_in else []
         rest = None if n_bars is None else n_bars - len(self.lead_in)
-        plan = self.plan if self.plan is not None else plan_sections(rest, piano, drums, intro=self.intro)
+        plan = self.plan if self.plan is not None else \
+            plan_sections(rest, piano, drums, intro=self.intro and not self.loop, outro=not self.loop)
         for s in itertools.chain(lead, plan):
             self.sections.append(s)
             last = n_bars is not None and index + s.n_bars >= n_bars
-            for chord, p, d, b in self._section_notes(s, index, last, self.lead_in if s.name == "pivot" else None):
+            chords = self.lead_in if s.name == "pivot" else None
+            if last and self.loop:           # the loop's last bar leads back to its first: the progression's end
+                chords = [self.progression[j % len(self.progression)] for j in range(s.n_bars - 1)]
+                chords.append(self.progression[-1])
+            for chord, p, d, b in self._section_notes(s, index, last and not self.loop, chords):
                 self.chords.append(chord)
                 piano_events = self.given[index] if index < len(self.given) else self._events(index, p)
                 yield ComposedBar(index, s.name, chord, self.grid.bar_start(index), self.grid.bar_start(index + 1),
