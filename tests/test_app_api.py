@@ -199,3 +199,29 @@ def test_accompany_takes_an_uploaded_midi_file(client, tmp_path):
         assert f.frames == round((4 * song_midi.BAR + 4.0) * SR)        # the file, then 4 s more piano
     assert info["chords"][:4] == song_midi.CHORDS
     assert {i.name for i in pretty_midi.PrettyMIDI(midi_path).instruments} == {"piano", "drums", "bass"}
+
+
+def test_loop_extend_vary_and_score_a_video_through_the_api(client, generated, tmp_path):
+    from gradio_client import handle_file
+
+    _, _, info = client.predict("lofi beats", 8.0, 3, api_name="/loop")
+    assert info["duration_s"] == 9.0 and "a loop is whole bars" in info["conditions"]["warnings"][0]
+    gid = generated[2]["generation_id"]                                     # the 6 s track
+    longer = client.predict(gid, 4.0, api_name="/extend")
+    assert longer[2]["duration_s"] == 10.0
+    varied = client.predict(gid, "drums", 4, api_name="/vary")
+    assert varied[2]["duration_s"] == 6.0 and varied[2]["generation_id"] != gid
+    with pytest.raises(AppError, match="part must be one of piano, drums, bass"):
+        client.predict(gid, "guitar", 4, api_name="/vary")
+    with pytest.raises(AppError, match="generation_id 'nope' is unknown"):
+        client.predict("nope", 4.0, api_name="/extend")
+    clip = tmp_path / "clip.mp4"
+    import subprocess
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=duration=5.5:size=96x64:rate=25",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)], check=True, timeout=60)
+    video, vinfo = client.predict(handle_file(str(clip)), "calm lofi", None, 2, True, api_name="/score_video")
+    assert Path(video).suffix == ".mp4" and vinfo["duration_s"] == pytest.approx(5.5, abs=0.05)
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(AppError, match="is not a file ffmpeg can read as video"):
+        client.predict(handle_file(str(bad)), "calm lofi", None, 2, True, api_name="/score_video")

@@ -92,6 +92,45 @@ def test_a_midi_file_is_accompanied_and_its_chords_charted(page, tmp_path):
     page.screenshot(path=ARTIFACTS / "6-accompany.png", full_page=True)
 
 
+def _open(page, accordion: str, inside) -> None:
+    """Open an accordion unless an earlier test left it open (a click toggles it)."""
+    if not inside.is_visible():
+        page.get_by_text(accordion).click()
+
+
+def test_extend_and_vary_a_track_then_score_a_video(page, tmp_path):
+    page.get_by_role("tab", name="Create").click()
+    page.get_by_label("Describe your track").fill("rainy night study beats")
+    _open(page, "Override what the text says", page.get_by_label("Duration (s)"))
+    page.get_by_label("Duration (s)").fill("6")
+    page.locator("#generate").click()
+    summary = page.locator("#track-summary")
+    sync_api.expect(summary).to_contain_text("· 6 s ·", timeout=GENERATION_TIMEOUT_MS)
+    seed = re.search(r"seed (\d+)", summary.inner_text()).group(1)
+    _open(page, "More of this track", page.locator("#extend"))
+    page.locator("#extend-seconds textarea, #extend-seconds input").first.fill("3")
+    page.locator("#extend").click()
+    sync_api.expect(summary).to_contain_text("· 9 s ·", timeout=GENERATION_TIMEOUT_MS)   # 3 s longer
+    assert f"seed {seed}" in summary.inner_text()                                          # the same track
+    page.locator("#vary-part").get_by_text("drums").click()
+    page.locator("#vary").click()
+    sync_api.expect(page.locator("#track-audio")).to_contain_text("0:09", timeout=GENERATION_TIMEOUT_MS)
+    page.screenshot(path=ARTIFACTS / "7-extend-vary.png", full_page=True)
+
+    import subprocess
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=duration=5.5:size=320x180:rate=25",
+                    "-f", "lavfi", "-i", "sine=frequency=1234:duration=5.5", "-c:v", "libx264", "-pix_fmt",
+                    "yuv420p", "-c:a", "aac", str(clip)], check=True, timeout=60)
+    page.get_by_role("tab", name="Score a video").click()
+    page.locator("#video-in input[type=file]").set_input_files(str(clip))
+    page.locator("#score").click()
+    sync_api.expect(page.locator("#video-summary")).to_contain_text(re.compile(r"· 5\.5\d* s ·"),
+                                                                    timeout=GENERATION_TIMEOUT_MS)
+    sync_api.expect(page.locator("#video-out video")).to_be_attached()
+    page.screenshot(path=ARTIFACTS / "8-score-video.png", full_page=True)
+
+
 def test_chat_refines_the_track_version_by_version(page):
     page.get_by_role("tab", name="Chat").click()
     box = page.get_by_label("Say what to change")

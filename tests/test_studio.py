@@ -97,3 +97,22 @@ def test_accompany_keeps_the_uploaded_notes_and_records_the_generation(studio, t
     with pytest.raises(StudioError, match="the MIDI file's length plus continue_s is 70"):
         studio.accompany(str(path), "lofi", continue_s=70 - 4 * song_midi.BAR)
     assert _rows(studio, "generations") == before + 1
+
+
+def test_extend_vary_and_score_refusals_name_the_field_and_leave_nothing(studio, first, tmp_path):
+    before = _rows(studio, "generations"), sorted(studio.output_dir.iterdir())
+    with pytest.raises(StudioError, match="generation_id 'nope' is unknown"):
+        studio.extend("nope", 5)
+    with pytest.raises(StudioError, match="seconds must be a number of seconds above 0"):
+        studio.extend(first.id, -3)
+    with pytest.raises(StudioError, match="the extended length is 65 s; this server makes tracks of 5 to 60 s"):
+        studio.extend(first.id, 60)
+    with pytest.raises(StudioError, match="part must be one of piano, drums, bass"):
+        studio.vary(first.id, "flute")
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(StudioError, match="is not a file ffmpeg can read as video"):
+        studio.score_video(str(bad), "lofi")
+    assert (_rows(studio, "generations"), sorted(studio.output_dir.iterdir())) == before
+    longer = studio.extend(first.id, 3)
+    assert longer.track.duration_s == 8.0 and longer.conditions.seed == first.conditions.seed

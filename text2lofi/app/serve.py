@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# Largest upload the server takes (the only upload is a MIDI file to accompany; an hour of dense piano is ~1 MB).
-MAX_UPLOAD = "5mb"
+# Largest upload the server takes: a video to score (a 5-minute 720p clip is ~50-100 MB) or a MIDI file.
+MAX_UPLOAD = "100mb"
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import secrets
+import shutil
 import tempfile
 import threading
 import zipfile
@@ -27,7 +28,8 @@ from text2lofi.app.survey import SurveyStore
 from text2lofi.conditions import DURATION_RANGE, Conditions
 from text2lofi.live import LiveStream, stream
 from text2lofi.compose.given import read_given
-from text2lofi.pipeline import Progress, Track, accompany, generate, resolve
+from text2lofi.audio.video import probe
+from text2lofi.pipeline import PARTS, Progress, Track, accompany, extend, generate, resolve, score_video, vary
 
 SEED_RANGE = (0, 2**31 - 1)       # Conditions keep 31-bit seeds
 HISTORY_SIZE = 50                 # generations `history()` remembers, newest first
@@ -167,11 +169,65 @@ class Studio:
 
     # ---- making tracks --------------------------------------------------------------------------------------
     def create(self, prompt: str, previous: Conditions | dict | None = None, seed: int | None = None,
-               extras: bool = False, progress: Progress | None = None, **overrides) -> Generation:
+               extras: bool = False, progress: Progress | None = None, loop: bool = False,
+               **overrides) -> Generation:
         """Text (+ optional previous conditions and overrides) -> a recorded Generation with its files:
-        track.wav and track.mid, plus track.mp3, stems.zip and piano_roll.png with `extras`."""
+        track.wav and track.mid, plus track.mp3, stems.zip and piano_roll.png with `extras`. loop: a seamless
+        loop of whole bars."""
         c = self.conditions(prompt, previous, seed, progress, **overrides)
-        return self._make(prompt, c, extras, progress)
+        return self._made(prompt, extras, lambda: generate(c, progress=progress, loop=bool(loop)))
+
+    def _earlier(self, generation_id: str) -> dict:
+        earlier = self.store.generation((generation_id or "").strip()) if isinstance(generation_id, str) else None
+        if earlier is None:
+            raise StudioError(f"generation_id {generation_id!r} is unknown on this server")
+        if not Path(earlier["files"].get("wav", "") + ".json").is_file():
+            raise StudioError(f"generation_id {generation_id!r}: its files are no longer on this server")
+        return earlier
+
+    def extend(self, generation_id: str, seconds, extras: bool = False,
+               progress: Progress | None = None) -> Generation:
+        """An earlier generation made `seconds` longer: every note before its outro kept, a new ending."""
+        earlier = self._earlier(generation_id)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+            raise StudioError(f"seconds must be a number of seconds above 0, got {seconds!r}")
+        self.check_duration(earlier["conditions"]["duration_s"] + seconds, "the extended length")
+        return self._made(earlier["prompt"], extras, lambda: extend(earlier["files"]["wav"], seconds, progress))
+
+    def vary(self, generation_id: str, part: str, seed: int | None = None, extras: bool = False,
+             progress: Progress | None = None) -> Generation:
+        """An earlier generation with one part ("piano", "drums", "bass") drawn again; the others kept."""
+        earlier = self._earlier(generation_id)
+        if part not in PARTS:
+            raise StudioError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
+        seed = new_seed() if self.check_seed(seed) is None else int(seed)
+        return self._made(earlier["prompt"], extras, lambda: vary(earlier["files"]["wav"], part, seed, progress))
+
+    def score_video(self, video_path: str | Path, prompt: str, seed: int | None = None,
+                    level_db: float | None = None, keep_audio: bool = True,
+                    progress: Progress | None = None) -> tuple[Path, Generation]:
+        """An uploaded video with music exactly as long as it, under its own sound or replacing it."""
+        if not video_path:
+            raise StudioError("video is missing: choose a video file to score")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise StudioError("prompt is empty: say what the music should be, e.g. 'calm lofi with rain'")
+        seed = new_seed() if self.check_seed(seed) is None else int(seed)
+        if level_db is not None and not (isinstance(level_db, (int, float)) and -60 <= level_db <= 12):
+            raise StudioError(f"level_db must be a number from -60 to 12, got {level_db!r}")
+        folder = Path(tempfile.mkdtemp(prefix="video-", dir=self.output_dir))
+        out = folder / ("scored" + (Path(video_path).suffix.lower() or ".mp4"))
+        try:
+            info = probe(video_path)
+            self.check_duration(info.duration_s, "the video's length")
+            g = self._made(prompt, False, lambda: score_video(video_path, prompt, out, seed, level_db, keep_audio,
+                                                              progress))
+        except ValueError as exc:                 # StudioError included: nothing of this request stays on disk
+            shutil.rmtree(folder, ignore_errors=True)
+            if isinstance(exc, StudioError):
+                raise
+            raise StudioError(str(exc)) from exc
+        g.files["video"] = out
+        return out, g
 
     def refine(self, generation_id: str, text: str, extras: bool = False,
                progress: Progress | None = None) -> Generation:
@@ -194,16 +250,17 @@ class Studio:
         try:
             given = read_given(midi_path)
             self.check_duration(given.n_bars * given.bar_s + continue_s, "the MIDI file's length plus continue_s")
-            track = accompany(midi_path, prompt, seed=new_seed() if seed is None else seed,
-                              continue_s=float(continue_s), progress=progress)
         except ValueError as exc:                 # the reader's own message names the file and the problem
             raise StudioError(str(exc)) from exc
-        return self._record(prompt, track, extras)
+        return self._made(prompt, extras, lambda: accompany(midi_path, prompt, seed=new_seed() if seed is None
+                                                            else seed, continue_s=float(continue_s),
+                                                            progress=progress))
 
-    def _make(self, prompt: str, c: Conditions, extras: bool, progress: Progress) -> Generation:
+    def _made(self, prompt: str, extras: bool, make) -> Generation:
+        """Run `make()` -> Track, turning the pipeline's concise ValueError into a StudioError; record it."""
         try:
-            track = generate(c, progress=progress)
-        except ValueError as exc:                 # the pipeline's own concise error for bad input
+            track = make()
+        except ValueError as exc:
             raise StudioError(str(exc)) from exc
         return self._record(prompt, track, extras)
 

@@ -6,6 +6,11 @@ API (names are a public contract, see docs/api.md):
   /rate      (generation_id: str, clarity: int, quality: int, match: int, comment: str) -> dict
   /accompany (midi: file, prompt: str, continue_s: float | None, seed: int | None) -> (audio file, MIDI file,
              info dict): the file's notes kept, drums, bass and textures added, the piano continued if asked
+  /loop      (prompt: str, duration_s: float | None, seed: int | None) -> as /generate, a seamless loop
+  /extend    (generation_id: str, seconds: float) -> as /generate: that track made longer, notes before its outro kept
+  /vary      (generation_id: str, part: "piano" | "drums" | "bass", seed: int | None) -> as /generate
+  /score_video (video: file, prompt: str, level_db: float | None, seed: int | None, keep_audio: bool)
+             -> (video file, info dict): music exactly as long as the video, the picture copied
   /listen    (prompt: str) -> an endless stream of (audio chunk, now-playing line)
   /steer     (text: str) -> conditions dict: changes the caller's running /listen stream at its next bar line
 Every other event is private (callable by the page only). Bad arguments raise gr.Error and store nothing.
@@ -100,6 +105,29 @@ class _Handlers:
             g = self.studio.create(prompt, seed=seed, duration_s=duration_s, progress=self._progress(progress))
         return str(g.files["wav"]), str(g.files["midi"]), g.info()
 
+    def api_loop(self, prompt: str, duration_s: float | None, seed: int | None, progress=gr.Progress()):
+        with _shown():
+            g = self.studio.create(prompt, seed=seed, duration_s=duration_s, loop=True,
+                                   progress=self._progress(progress))
+        return str(g.files["wav"]), str(g.files["midi"]), g.info()
+
+    def api_extend(self, generation_id: str, seconds: float, progress=gr.Progress()):
+        with _shown():
+            g = self.studio.extend(generation_id, seconds, progress=self._progress(progress))
+        return str(g.files["wav"]), str(g.files["midi"]), g.info()
+
+    def api_vary(self, generation_id: str, part: str, seed: int | None, progress=gr.Progress()):
+        with _shown():
+            g = self.studio.vary(generation_id, part, seed, progress=self._progress(progress))
+        return str(g.files["wav"]), str(g.files["midi"]), g.info()
+
+    def api_score_video(self, video, prompt: str, level_db: float | None, seed: int | None, keep_audio: bool,
+                        progress=gr.Progress()):
+        with _shown():
+            out, g = self.studio.score_video(video, prompt, seed, level_db, bool(keep_audio),
+                                             self._progress(progress))
+        return str(out), g.info()
+
     def api_interpret(self, prompt: str, previous: dict | None) -> dict:
         with _shown():
             return self.studio.conditions(prompt, previous).to_dict()
@@ -112,10 +140,11 @@ class _Handlers:
                                     comment)
 
     # ---- page-only events -------------------------------------------------------------------------
-    def create(self, prompt, duration_s, tempo_bpm, key, seed, lofi_amount, textures, progress=gr.Progress()):
+    def create(self, prompt, duration_s, tempo_bpm, key, seed, lofi_amount, textures, loop,
+               progress=gr.Progress()):
         with _shown():
             g = self.studio.create(
-                prompt, seed=_optional_number(seed, "seed", *SEED_RANGE, whole=True), extras=True,
+                prompt, seed=_optional_number(seed, "seed", *SEED_RANGE, whole=True), extras=True, loop=loop,
                 progress=self._progress(progress),
                 duration_s=_optional_number(duration_s, "duration", *DURATION_RANGE),
                 tempo_bpm=_optional_number(tempo_bpm, "tempo", *TEMPO_RANGE), key=key or None,
@@ -129,6 +158,23 @@ class _Handlers:
                                       continue_s=_optional_number(continue_s, "continue", 0.0,
                                                                   self.studio.max_duration_s) or 0.0)
         return self._shown_generation(g, g.prompt)
+
+    def extend_page(self, generation_id, seconds, progress=gr.Progress()):
+        with _shown():
+            g = self.studio.extend(generation_id, _optional_number(seconds, "extend by", 1, DURATION_RANGE[1]),
+                                   extras=True, progress=self._progress(progress))
+        return self._shown_generation(g, g.prompt)
+
+    def vary_page(self, generation_id, part, progress=gr.Progress()):
+        with _shown():
+            g = self.studio.vary(generation_id, part, extras=True, progress=self._progress(progress))
+        return self._shown_generation(g, g.prompt)
+
+    def score_page(self, video, prompt, level_db, keep_audio, progress=gr.Progress()):
+        with _shown():
+            out, g = self.studio.score_video(video, prompt, level_db=_optional_number(level_db, "level", -60, 12),
+                                             keep_audio=keep_audio, progress=self._progress(progress))
+        return str(out), g.describe()
 
     @staticmethod
     def _shown_generation(g, prompt: str):
@@ -233,6 +279,8 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                             with gr.Row():
                                 o_lofi = gr.Textbox(label="Lo-fi amount (0..1)", placeholder="from the text")
                                 o_textures = gr.CheckboxGroup(list(TEXTURES), label="Textures")
+                            o_loop = gr.Checkbox(label="Seamless loop (whole bars; the end flows into the start)",
+                                                 elem_id="loop")
                         create_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                         with gr.Accordion("Bring your own MIDI (optional)", open=False):
                             m_file = gr.File(label="MIDI file to accompany: its notes stay as they are",
@@ -249,7 +297,29 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                         c_roll = gr.Image(label="Piano roll", type="filepath", interactive=False)
                         with gr.Accordion("Chord chart (one chord per bar)", open=True):
                             c_chart = gr.Markdown(elem_id="chord-chart")
+                        with gr.Accordion("More of this track", open=False):
+                            with gr.Row():
+                                e_seconds = gr.Textbox(label="Extend by (s)", value="30", elem_id="extend-seconds")
+                                e_btn = gr.Button("Extend", elem_id="extend")
+                            with gr.Row():
+                                v_part = gr.Radio(["piano", "drums", "bass"], value="piano", label="Part to redraw",
+                                                  elem_id="vary-part")
+                                v_btn = gr.Button("Vary that part", elem_id="vary")
                         c_conditions = gr.JSON(label="Conditions used")
+
+            with gr.Tab("Score a video", id="video"):
+                with gr.Row():
+                    with gr.Column():
+                        s_video = gr.Video(label="Your video (the music will last exactly as long)",
+                                           sources=["upload"], elem_id="video-in")
+                        s_prompt = gr.Textbox(label="The music", value="calm lofi with rain", elem_id="video-prompt")
+                        with gr.Row():
+                            s_keep = gr.Checkbox(value=True, label="Keep the video's own sound (music under it)")
+                            s_level = gr.Textbox(label="Music level (dB)", placeholder="-12 under sound, else 0")
+                        s_btn = gr.Button("Score it", variant="primary", elem_id="score")
+                    with gr.Column():
+                        s_out = gr.Video(label="Scored video", interactive=False, elem_id="video-out")
+                        s_summary = gr.Markdown(elem_id="video-summary")
 
             with gr.Tab("Chat", id="chat"):
                 chat_state = gr.State(None)            # Conditions dict of the latest version
@@ -315,6 +385,14 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
             api_midi_in = gr.File(label="midi", type="filepath")
             api_continue = gr.Number(None, label="continue_s")
             api_accompany_btn = gr.Button()
+            api_gid = gr.Textbox(label="generation_id")
+            api_seconds = gr.Number(label="seconds")
+            api_part = gr.Textbox(label="part")
+            api_video_in = gr.File(label="video", type="filepath")
+            api_level = gr.Number(None, label="level_db")
+            api_keep = gr.Checkbox(True, label="keep_audio")
+            api_video_out = gr.File(label="video")
+            api_loop_btn, api_extend_btn, api_vary_btn, api_score_btn = (gr.Button() for _ in range(4))
 
         results_out = [s_counts, s_table, s_plot]
         private = dict(api_visibility="private")
@@ -322,8 +400,11 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
         demo.load(studio.results, None, results_out, **private)
 
         created = [c_audio, c_files, c_roll, c_conditions, c_summary, c_chart, r_gid, r_heading]
-        create_btn.click(studio.create, [prompt, o_duration, o_tempo, o_key, o_seed, o_lofi, o_textures], created,
-                         **gen, **private)
+        create_btn.click(studio.create, [prompt, o_duration, o_tempo, o_key, o_seed, o_lofi, o_textures, o_loop],
+                         created, **gen, **private)
+        e_btn.click(studio.extend_page, [r_gid, e_seconds], created, **gen, **private)
+        v_btn.click(studio.vary_page, [r_gid, v_part], created, **gen, **private)
+        s_btn.click(studio.score_page, [s_video, s_prompt, s_level, s_keep], [s_out, s_summary], **gen, **private)
         m_btn.click(studio.accompany_page, [m_file, prompt, m_continue, o_seed], created, **gen, **private)
         chat_inputs = ([chat_box, chatbot, chat_state],
                        [chatbot, chat_state, chat_box, r_gid, r_heading])
@@ -348,6 +429,12 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                                 api_name="interpret")
         api_accompany_btn.click(studio.api_accompany, [api_midi_in, api_prompt, api_continue, api_seed],
                                 [api_audio, api_midi, api_info], api_name="accompany", **gen)
+        generated = [api_audio, api_midi, api_info]
+        api_loop_btn.click(studio.api_loop, [api_prompt, api_duration, api_seed], generated, api_name="loop", **gen)
+        api_extend_btn.click(studio.api_extend, [api_gid, api_seconds], generated, api_name="extend", **gen)
+        api_vary_btn.click(studio.api_vary, [api_gid, api_part, api_seed], generated, api_name="vary", **gen)
+        api_score_btn.click(studio.api_score_video, [api_video_in, api_prompt, api_level, api_seed, api_keep],
+                            [api_video_out, api_info], api_name="score_video", **gen)
         api_steer_btn.click(studio.steer, api_prompt, api_conditions, api_name="steer", concurrency_limit=None)
 
     demo.queue(max_size=config.queue_size)
