@@ -209,10 +209,10 @@ def test_loop_extend_vary_and_score_a_video_through_the_api(client, generated, t
     gid = generated[2]["generation_id"]                                     # the 6 s track
     longer = client.predict(gid, 4.0, api_name="/extend")
     assert longer[2]["duration_s"] == 10.0
-    varied = client.predict(gid, "drums", 4, api_name="/vary")
+    varied = client.predict(gid, "drums", 4, 0, api_name="/vary")
     assert varied[2]["duration_s"] == 6.0 and varied[2]["generation_id"] != gid
     with pytest.raises(AppError, match="part must be one of piano, drums, bass"):
-        client.predict(gid, "guitar", 4, api_name="/vary")
+        client.predict(gid, "guitar", 4, None, api_name="/vary")
     with pytest.raises(AppError, match="generation_id 'nope' is unknown"):
         client.predict("nope", 4.0, api_name="/extend")
     clip = tmp_path / "clip.mp4"

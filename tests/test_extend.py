@@ -90,3 +90,18 @@ def test_cli_extends_and_varies_from_the_sidecar(tmp_path):
     other = subprocess.run(run + ["vary", str(tmp_path / "a.wav"), "drums", "--seed", "9", "-o",
                                   str(tmp_path / "c.wav")], capture_output=True, text=True, timeout=300)
     assert other.returncode == 0 and "drums varied with seed 9" in other.stdout, other.stderr
+
+
+def test_vary_one_section_keeps_every_other_bar_and_survives_an_extension(original):
+    plan = original.metadata["plan"]                          # [loop 5, outro 2]
+    varied = vary(original, "piano", seed=8, section=0)
+    end_of_0 = plan[0][1] * BAR
+    assert notes(varied, "piano", end_of_0) != notes(original, "piano", end_of_0)
+    outro = [n for n in notes(original, "piano") if n[0] >= round(end_of_0 * SR)]
+    assert [n for n in notes(varied, "piano") if n[0] >= round(end_of_0 * SR)] == outro    # the outro as it was
+    for other in ("drums", "bass"):
+        assert notes(varied, other) == notes(original, other)
+    longer = extend(varied, 6.0)                               # the splice is in the sidecar: it stays
+    assert notes(longer, "piano", end_of_0) == notes(varied, "piano", end_of_0)
+    with pytest.raises(ValueError, match="section must be from 0 to 1"):
+        vary(original, "piano", seed=8, section=5)

@@ -55,7 +55,8 @@ def _remade(args: argparse.Namespace) -> int:
     use_threads()
     out = check_output_path(args.output)
     midi = check_output_path(args.midi) if args.midi else None
-    track = extend(args.track, args.seconds) if args.command == "extend" else vary(args.track, args.part, args.seed)
+    track = extend(args.track, args.seconds) if args.command == "extend" else \
+        vary(args.track, args.part, args.seed, args.section)
     written = [track.save(out)] + ([track.save(midi)] if midi else [])
     print(f"wrote {', '.join(map(str, written))}: {track.duration_s:.3f} s ({track.metadata['made_from']})")
     for w in track.conditions.warnings:
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("track", help="the track's .json sidecar (track.wav.json), or the audio file beside it")
     v.add_argument("part", choices=("piano", "drums", "bass"))
     v.add_argument("--seed", type=int, help="the part's new seed (random if not given)")
+    v.add_argument("--section", type=int, help="redraw it in this section only (an index into the sidecar's "
+                                                 "\"plan\"); every other bar stays")
     for p_ in (e, v):
         p_.add_argument("-o", "--output", required=True, help="out.wav | out.mp3 | out.flac")
         p_.add_argument("--midi", help="also write the MIDI")

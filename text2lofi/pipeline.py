@@ -271,10 +271,31 @@ def track_metadata(track: Track | str | os.PathLike) -> dict:
     return meta
 
 
+class _Spliced:
+    """A composer whose bars are `base`'s except in one section, where one part comes from `other` (the same
+    track with that part's seed changed). Everything else is `base`'s."""
+
+    def __init__(self, base: Composer, other: Composer, part: str, section: int):
+        self.base, self.other, self.part, self.section = base, other, part, section
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def bars(self, n_bars: int | None) -> Iterator[ComposedBar]:
+        first = sum(s.n_bars for s in self.base.plan[:self.section])
+        span = range(first, first + self.base.plan[self.section].n_bars)
+        taken = ("drums", "bass") if self.part == "drums" else (self.part,)   # the bass follows the kick
+        for mine, theirs in zip(self.base.bars(n_bars), self.other.bars(n_bars)):
+            if mine.index in span:
+                mine = dataclasses.replace(mine, **{p: getattr(theirs, p) for p in taken})
+            yield mine
+
+
 def _remake(track, progress: Progress | None, note: str, plan_of=None, seeds: dict | None = None,
-            **changes) -> Track:
-    """Compose a track again from its metadata: same conditions (with `changes`), seeds and plan
-    (`plan_of(old_plan, conditions)` to change it), so every part that is not redrawn comes out note for note."""
+            section: int | None = None, **changes) -> Track:
+    """Compose a track again from its metadata: same conditions (with `changes`), seeds, plan
+    (`plan_of(old_plan, conditions)` to change it) and section splices, so every part that is not redrawn comes
+    out note for note. `seeds` redraws parts: everywhere, or with `section` only in that section (a splice)."""
     meta = track_metadata(track)
     if meta.get("given_midi"):
         raise ValueError("this track accompanies a MIDI file; extend or vary the file's track with accompany()")
@@ -283,13 +304,26 @@ def _remake(track, progress: Progress | None, note: str, plan_of=None, seeds: di
     plan = [Section(*s) for s in meta["plan"]]
     if plan_of is not None:
         plan = plan_of(plan, c)
-    composer = Composer(c, sample_rate=sr, plan=plan, seeds=dict(meta.get("part_seeds") or {}, **(seeds or {})),
-                        loop=bool(meta.get("loop")))
+    part_seeds = dict(meta.get("part_seeds") or {})
+    splices = [tuple(x) for x in meta.get("splices", [])]          # (part, seed, section)
+    if section is None:
+        part_seeds |= seeds or {}
+    elif not 0 <= section < len(plan):
+        raise ValueError(f"section must be from 0 to {len(plan) - 1} (this track's sections: "
+                         f"{', '.join(s.name for s in plan)}), got {section}")
+    else:
+        splices += [(part, seed, section) for part, seed in (seeds or {}).items()]
+
+    def compose(extra: dict) -> Composer:
+        return Composer(c, sample_rate=sr, plan=plan, seeds=part_seeds | extra, loop=bool(meta.get("loop")))
+    composer = compose({})
+    for part, seed, where in splices:
+        composer = _Spliced(composer, compose({part: seed}), part, where)
     if meta.get("models") and meta["models"] != composer.versions:
         c.warnings.append(f"the models changed since this track was made ({meta['models']} -> "
                           f"{composer.versions}); its notes will differ")
     track = _make_track(c, composer, meta.get("prompt"), progress or _no_progress, {})
-    track.metadata["made_from"] = note
+    track.metadata |= {"made_from": note, "splices": [list(x) for x in splices]}
     return track
 
 
@@ -310,15 +344,17 @@ def extend(track: Track | str | os.PathLike, seconds: float, progress: Progress 
     return _remake(track, progress, f"extended by {seconds:g} s", plan_of=longer, duration_s=old_s + seconds)
 
 
-def vary(track: Track | str | os.PathLike, part: str, seed: int | None = None,
+def vary(track: Track | str | os.PathLike, part: str, seed: int | None = None, section: int | None = None,
          progress: Progress | None = None) -> Track:
     """The same track with one part ("piano", "drums" or "bass") drawn again from `seed` (new if None); the other
     parts come out note for note, except that the bass, locked to the kick, follows new drums (same roots on
-    the one). Deterministic for a seed."""
+    the one). Deterministic for a seed. section: redraw the part in that section only (an index into the
+    track's metadata["plan"]); every other bar stays as it was."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
     seed = secrets.randbelow(2**31) if seed is None else int(seed)
-    return _remake(track, progress, f"{part} varied with seed {seed}", seeds={part: seed})
+    where = "" if section is None else f" in section {section}"
+    return _remake(track, progress, f"{part} varied{where} with seed {seed}", seeds={part: seed}, section=section)
 
 
 def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict) -> Track:

@@ -111,7 +111,7 @@ class Generation:
         """What the API returns beside the files."""
         return {"generation_id": self.id, "conditions": self.conditions.to_dict(),
                 "duration_s": self.track.duration_s, "models": self.track.metadata.get("models", {}),
-                "chords": self.track.metadata.get("chords", [])}
+                "chords": self.track.metadata.get("chords", []), "plan": self.track.metadata.get("plan", [])}
 
     def chart(self) -> str:
         return chord_chart(self.track.metadata.get("chords", []))
@@ -195,13 +195,19 @@ class Studio:
         return self._made(earlier["prompt"], extras, lambda: extend(earlier["files"]["wav"], seconds, progress))
 
     def vary(self, generation_id: str, part: str, seed: int | None = None, extras: bool = False,
-             progress: Progress | None = None) -> Generation:
-        """An earlier generation with one part ("piano", "drums", "bass") drawn again; the others kept."""
+             progress: Progress | None = None, section: int | None = None) -> Generation:
+        """An earlier generation with one part ("piano", "drums", "bass") drawn again (in one section if given);
+        the others kept."""
         earlier = self._earlier(generation_id)
         if part not in PARTS:
             raise StudioError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
         seed = new_seed() if self.check_seed(seed) is None else int(seed)
-        return self._made(earlier["prompt"], extras, lambda: vary(earlier["files"]["wav"], part, seed, progress))
+        if section is not None and (isinstance(section, bool) or not isinstance(section, (int, float))
+                                    or section != int(section)):
+            raise StudioError(f"section must be a whole number, got {section!r}")
+        return self._made(earlier["prompt"], extras, lambda: vary(earlier["files"]["wav"], part, seed,
+                                                                  None if section is None else int(section),
+                                                                  progress))
 
     def score_video(self, video_path: str | Path, prompt: str, seed: int | None = None,
                     level_db: float | None = None, keep_audio: bool = True,

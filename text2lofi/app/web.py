@@ -8,7 +8,8 @@ API (names are a public contract, see docs/api.md):
              info dict): the file's notes kept, drums, bass and textures added, the piano continued if asked
   /loop      (prompt: str, duration_s: float | None, seed: int | None) -> as /generate, a seamless loop
   /extend    (generation_id: str, seconds: float) -> as /generate: that track made longer, notes before its outro kept
-  /vary      (generation_id: str, part: "piano" | "drums" | "bass", seed: int | None) -> as /generate
+  /vary      (generation_id: str, part: "piano" | "drums" | "bass", seed: int | None, section: int | None)
+             -> as /generate: that part drawn again (in one section of info's plan if given), the rest kept
   /score_video (video: file, prompt: str, level_db: float | None, seed: int | None, keep_audio: bool)
              -> (video file, info dict): music exactly as long as the video, the picture copied
   /listen    (prompt: str) -> an endless stream of (audio chunk, now-playing line)
@@ -116,9 +117,10 @@ class _Handlers:
             g = self.studio.extend(generation_id, seconds, progress=self._progress(progress))
         return str(g.files["wav"]), str(g.files["midi"]), g.info()
 
-    def api_vary(self, generation_id: str, part: str, seed: int | None, progress=gr.Progress()):
+    def api_vary(self, generation_id: str, part: str, seed: int | None, section: int | None,
+                 progress=gr.Progress()):
         with _shown():
-            g = self.studio.vary(generation_id, part, seed, progress=self._progress(progress))
+            g = self.studio.vary(generation_id, part, seed, progress=self._progress(progress), section=section)
         return str(g.files["wav"]), str(g.files["midi"]), g.info()
 
     def api_score_video(self, video, prompt: str, level_db: float | None, seed: int | None, keep_audio: bool,
@@ -388,6 +390,7 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
             api_gid = gr.Textbox(label="generation_id")
             api_seconds = gr.Number(label="seconds")
             api_part = gr.Textbox(label="part")
+            api_section = gr.Number(None, label="section", precision=0)
             api_video_in = gr.File(label="video", type="filepath")
             api_level = gr.Number(None, label="level_db")
             api_keep = gr.Checkbox(True, label="keep_audio")
@@ -432,7 +435,8 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
         generated = [api_audio, api_midi, api_info]
         api_loop_btn.click(studio.api_loop, [api_prompt, api_duration, api_seed], generated, api_name="loop", **gen)
         api_extend_btn.click(studio.api_extend, [api_gid, api_seconds], generated, api_name="extend", **gen)
-        api_vary_btn.click(studio.api_vary, [api_gid, api_part, api_seed], generated, api_name="vary", **gen)
+        api_vary_btn.click(studio.api_vary, [api_gid, api_part, api_seed, api_section], generated, api_name="vary",
+                           **gen)
         api_score_btn.click(studio.api_score_video, [api_video_in, api_prompt, api_level, api_seed, api_keep],
                             [api_video_out, api_info], api_name="score_video", **gen)
         api_steer_btn.click(studio.steer, api_prompt, api_conditions, api_name="steer", concurrency_limit=None)
