@@ -1,7 +1,7 @@
 """text2lofi: text -> Conditions -> RWKV-6 piano + drums -> FluidSynth -> lo-fi chain -> Track."""
 from text2lofi.conditions import Conditions
 
-__all__ = ["Conditions", "interpret", "generate", "accompany", "stream", "Track"]
+__all__ = ["Conditions", "interpret", "generate", "accompany", "stream", "Track", "extend", "vary", "score_video"]
 __version__ = "0.1.0"
 
 
@@ -31,7 +31,9 @@ def stream(conditions, **kwargs):
 
 
 def __getattr__(name):
-    if name == "Track":
-        from text2lofi.pipeline import Track
-        return Track
+    # Track, extend(track, seconds), vary(track, part, seed, section), score_video(video, prompt, out, ...):
+    # from text2lofi.pipeline, imported on first use so `import text2lofi` stays cheap.
+    if name in ("Track", "extend", "vary", "score_video"):
+        from text2lofi import pipeline
+        return getattr(pipeline, name)
     raise AttributeError(name)
