@@ -37,7 +37,10 @@ def _running_app(folder: Path, *extra: str):
     env = dict(os.environ, TEXT2LOFI_DB_URL=f"sqlite:///{db}", TEXT2LOFI_APP_ADMIN_PASSWORD=APP_ADMIN_PASSWORD,
                GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
     log = open(folder / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--output-dir", str(folder / "out"), *extra],
+    # A small blind-comparison pool (two systems, one prompt, 6 s clips) so its background rendering stays light.
+    compare = ["--compare-systems", "rwkv,markov", "--compare-prompts", "rainy night study beats",
+               "--compare-clip-s", "6", "--compare-seeds", "1", "--compare-min-listen-s", "1"]
+    proc = subprocess.Popen([sys.executable, "app.py", "--output-dir", str(folder / "out"), *compare, *extra],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120

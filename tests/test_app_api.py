@@ -225,3 +225,45 @@ def test_loop_extend_vary_and_score_a_video_through_the_api(client, generated, t
     bad.write_text("not a video")
     with pytest.raises(AppError, match="is not a file ffmpeg can read as video"):
         client.predict(handle_file(str(bad)), "calm lofi", None, 2, True, api_name="/score_video")
+
+
+def _blind_pair(client) -> tuple[str, str, dict]:
+    """A pair from /survey_pair, waiting while the app renders its comparison pool in the background."""
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            return client.predict(None, api_name="/survey_pair")
+        except AppError as exc:
+            assert "still being prepared" in str(exc)
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+def test_blind_pairs_name_no_system_and_votes_are_stored(app, client):
+    path_a, path_b, pair = _blind_pair(client)
+    assert set(pair) == {"pair_id", "prompt"} and pair["prompt"] == "rainy night study beats"
+    seen = " ".join([Path(path_a).name, Path(path_b).name, str(pair)]).lower()
+    blobs = Path(path_a).read_bytes().lower() + Path(path_b).read_bytes().lower()
+    for name in ("rwkv", "markov", "convlstm", "real", "pop909", "piano@"):
+        assert name not in seen and name.encode() not in blobs
+    with pytest.raises(AppError, match="quality must be one of A, B, same"):
+        client.predict(pair["pair_id"], "C", "A", "", api_name="/survey_vote")
+    time.sleep(1.2)                                               # the test app opens votes after 1 s
+    with pytest.raises(AppError, match="belongs to another listener"):
+        Client(app[0], verbose=False).predict(pair["pair_id"], "A", "A", "", api_name="/survey_vote")
+    assert client.predict(pair["pair_id"], "A", "same", "warmer", api_name="/survey_vote")["quality"] == "A"
+    with contextlib.closing(sqlite3.connect(app[1])) as db:
+        assert db.execute("SELECT quality, text_match, comment FROM votes WHERE pair_id = ?",
+                          (pair["pair_id"],)).fetchone() == ("A", "same", "warmer")
+
+    def one_listener(_):
+        c = Client(app[0], verbose=False)
+        _, _, p = _blind_pair(c)
+        time.sleep(1.2)
+        return c.predict(p["pair_id"], "B", "B", "", api_name="/survey_vote")["pair_id"]
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        voted = list(ex.map(one_listener, range(8)))
+    with contextlib.closing(sqlite3.connect(app[1])) as db:
+        stored = {r[0] for r in db.execute("SELECT pair_id FROM votes")}
+    assert set(voted) <= stored and len(set(voted)) == 8

@@ -131,6 +131,31 @@ def test_extend_and_vary_a_track_then_score_a_video(page, tmp_path):
     page.screenshot(path=ARTIFACTS / "8-score-video.png", full_page=True)
 
 
+def test_a_blind_pair_is_voted_and_ranked_in_results(page):
+    page.get_by_role("tab", name="Compare").click()
+    sync_api.expect(page.get_by_text("Blind listening test")).to_be_visible()
+    prompt = page.locator("#pair-prompt")
+    for _ in range(100):                       # the app renders its clip pool in the background after start
+        page.locator("#next-pair").click()
+        page.wait_for_timeout(3000)
+        if "rainy night" in prompt.inner_text():
+            break
+    sync_api.expect(prompt).to_contain_text("rainy night study beats")
+    sync_api.expect(page.locator("#clip-a audio").first).to_be_attached()
+    sync_api.expect(page.locator("#clip-b audio").first).to_be_attached()
+    page.locator("#vote-quality").get_by_text("A", exact=True).click()
+    page.locator("#vote-match").get_by_text("same").click()
+    page.screenshot(path=ARTIFACTS / "9-compare.png", full_page=True)
+    page.wait_for_timeout(1200)                # the test app opens votes 1 s after a pair is shown
+    page.locator("#vote").click()
+    sync_api.expect(page.locator("#vote-note")).to_contain_text("vote stored", timeout=30_000)
+    page.get_by_role("tab", name="Results").click()
+    page.locator("button", has_text="Refresh").click()
+    sync_api.expect(page.locator("#compare-summary")).to_contain_text("1 vote from 1 rater", timeout=30_000)
+    sync_api.expect(page.locator("#compare-ranking")).to_contain_text("rwkv")
+    page.screenshot(path=ARTIFACTS / "10-compare-results.png", full_page=True)
+
+
 def test_chat_refines_the_track_version_by_version(page):
     page.get_by_role("tab", name="Chat").click()
     box = page.get_by_label("Say what to change")

@@ -357,6 +357,20 @@ def vary(track: Track | str | os.PathLike, part: str, seed: int | None = None, s
     return _remake(track, progress, f"{part} varied{where} with seed {seed}", seeds={part: seed}, section=section)
 
 
+def render_midi(pm: pretty_midi.PrettyMIDI, c: Conditions, sample_rate: int = SAMPLE_RATE) -> Track:
+    """A MIDI's pitched notes played as the piano through the same synthesizer, lo-fi chain, textures and master
+    as any track, c.duration_s long, nothing added (no drums, no bass): how the blind comparison renders the
+    baselines and real excerpts so that only the music differs. The notes must cover c.duration_s."""
+    with tempfile.TemporaryDirectory(prefix="text2lofi-midi-") as tmp:
+        path = Path(tmp) / "notes.mid"
+        pm.write(str(path))
+        given = read_given(path)
+    if given.n_bars * given.bar_s < c.duration_s:
+        raise ValueError(f"the MIDI lasts {given.n_bars * given.bar_s:.1f} s, less than {c.duration_s:g} s")
+    c = c.replace(tempo_bpm=given.tempo_bpm, drums=False, bass=False, piano=True, progression=given.chords[:4])
+    return _make_track(c, Composer(c, sample_rate=sample_rate, given=given), None, _no_progress, {})
+
+
 def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict) -> Track:
     if composer.loop:
         return _make_loop(c, composer, prompt, progress, timings)

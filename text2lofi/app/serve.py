@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from text2lofi.app.compare import CompareConfig
 
 # Largest upload the server takes: a video to score (a 5-minute 720p clip is ~50-100 MB) or a MIDI file.
 MAX_UPLOAD = "100mb"
@@ -22,6 +24,7 @@ class AppConfig:
     queue_size: int = 64              # waiting requests beyond this are refused instead of piling up
     listen_chunk_s: float = 4.0       # seconds of audio per "listen forever" message
     listeners: int = 4                # simultaneous endless streams (each holds a worker thread)
+    compare: CompareConfig = field(default_factory=CompareConfig)    # the blind comparison's systems and clips
 
 
 def build_parser(prog: str = "text2lofi serve") -> argparse.ArgumentParser:
@@ -36,6 +39,15 @@ def build_parser(prog: str = "text2lofi serve") -> argparse.ArgumentParser:
     p.add_argument("--max-duration", type=float, default=defaults.max_duration_s, help="longest track, s")
     p.add_argument("--concurrency", type=int, default=defaults.concurrency, help="generations at once")
     p.add_argument("--queue-size", type=int, default=defaults.queue_size, help="requests allowed to wait")
+    p.add_argument("--compare-systems", default=",".join(defaults.compare.systems),
+                   help="systems in the blind comparison, comma-separated (rwkv, markov, convlstm, real)")
+    p.add_argument("--compare-prompts", default=";".join(defaults.compare.prompts),
+                   help="the comparison's prompts, separated by ';'")
+    p.add_argument("--compare-clip-s", type=float, default=defaults.compare.clip_s, help="seconds per clip")
+    p.add_argument("--compare-seeds", type=int, default=defaults.compare.seeds,
+                   help="clips per system and prompt (pairs vary between them)")
+    p.add_argument("--compare-min-listen-s", type=float, default=defaults.compare.min_listen_s,
+                   help="seconds after a pair is shown before its vote is taken")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch threads per process (default 1: generations already run --concurrency at once)")
     return p
@@ -50,9 +62,14 @@ def main(argv: list[str] | None = None, prog: str = "text2lofi serve") -> int:
     # Several generations share the cores; torch's default of one thread per core each oversubscribes them
     # (measured: a 6 s track took 8.5 s through the app with default threads, 1.3 s with one).
     use_threads(args.torch_threads)
+    compare = CompareConfig(systems=tuple(s.strip() for s in args.compare_systems.split(",") if s.strip()),
+                            prompts=tuple(p.strip() for p in args.compare_prompts.split(";") if p.strip()),
+                            clip_s=args.compare_clip_s, seeds=args.compare_seeds,
+                            min_listen_s=args.compare_min_listen_s)
     config = AppConfig(output_dir=args.output_dir, max_duration_s=args.max_duration,
-                       concurrency=args.concurrency, queue_size=args.queue_size)
+                       concurrency=args.concurrency, queue_size=args.queue_size, compare=compare)
     demo = build_app(SurveyStore(args.db_url), config)
+    demo.studio.compare.start_filling()      # the pool renders in the background; pairs appear as clips land
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD)
     return 0
 

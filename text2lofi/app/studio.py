@@ -24,6 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
+from text2lofi.app.compare import CompareConfig, ComparePool, ShownPair
 from text2lofi.app.survey import SurveyStore
 from text2lofi.conditions import DURATION_RANGE, Conditions
 from text2lofi.live import LiveStream, stream
@@ -121,7 +122,8 @@ class Studio:
     """Create, refine, rate and list tracks over one survey store and one output folder. Thread-safe: the app
     runs several requests at once."""
 
-    def __init__(self, store: SurveyStore, output_dir: Path | None = None, max_duration_s: float = 600.0):
+    def __init__(self, store: SurveyStore, output_dir: Path | None = None, max_duration_s: float = 600.0,
+                 compare: CompareConfig | None = None):
         if not DURATION_RANGE[0] <= max_duration_s <= DURATION_RANGE[1]:
             raise ValueError(f"max_duration_s must be within {DURATION_RANGE[0]:g}..{DURATION_RANGE[1]:g} s")
         self.store, self.max_duration_s = store, float(max_duration_s)
@@ -130,6 +132,8 @@ class Studio:
         self._history: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=HISTORY_SIZE)
         self._streams: dict[str, LiveStream] = {}      # listener -> the endless stream it is hearing
         self._lock = threading.Lock()
+        # Blind paired comparisons: clips pre-rendered into the output folder (fill_pool() renders them).
+        self.compare = ComparePool(store, self.output_dir / "compare-pool", compare or CompareConfig())
 
     # ---- policy ---------------------------------------------------------------------------------------------
     def check_duration(self, duration_s: float, what: str = "duration_s") -> None:
@@ -324,6 +328,22 @@ class Studio:
         return live.steer(text)
 
     # ---- the survey -----------------------------------------------------------------------------------------
+    def survey_pair(self, rater_id: str, prompt: str | None = None) -> ShownPair:
+        """A blind pair for this rater (of `prompt`, one of the study's prompts, or of any)."""
+        if prompt is not None and prompt not in self.compare.config.prompts:
+            raise StudioError(f"prompt must be one of the study's prompts ({'; '.join(self.compare.config.prompts)})"
+                              f" or empty, got {str(prompt)[:80]!r}")
+        try:
+            return self.compare.draw(rater_id, prompt)
+        except LookupError as exc:
+            raise StudioError(str(exc)) from exc
+
+    def survey_vote(self, pair_id: str, rater_id: str, quality: str, match: str, comment: str = "") -> dict:
+        try:
+            return self.compare.vote(pair_id, rater_id, quality, match, comment)
+        except ValueError as exc:
+            raise StudioError(str(exc)) from exc
+
     def rate(self, generation_id: str, rater_id: str, clarity, quality, match, comment: str = "") -> dict:
         try:
             return self.store.rate((generation_id or "").strip(), rater_id, clarity, quality, match, comment or "")
@@ -331,12 +351,19 @@ class Studio:
             raise StudioError(str(exc)) from exc
 
     def export_csv(self, password: str) -> Path:
-        """The survey as CSV in a fresh file (admin only)."""
+        """The survey's ratings as CSV in a fresh file (admin only)."""
+        return self._export(self.store.export_csv, password, "text2lofi-survey.csv")
+
+    def export_pairs_csv(self, password: str) -> Path:
+        """The blind comparisons (both systems, which played as A, the votes) as CSV (admin only)."""
+        return self._export(self.store.export_pairs_csv, password, "text2lofi-comparisons.csv")
+
+    def _export(self, make_text, password: str, name: str) -> Path:
         try:
-            text = self.store.export_csv(password)
+            text = make_text(password)
         except PermissionError as exc:
             raise StudioError(str(exc)) from exc
-        path = Path(tempfile.mkdtemp(prefix="export-", dir=self.output_dir)) / "text2lofi-survey.csv"
+        path = Path(tempfile.mkdtemp(prefix="export-", dir=self.output_dir)) / name
         path.write_text(text, encoding="utf-8")
         return path
 

@@ -29,8 +29,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2                                # 2: clips, pairs and votes of the blind paired comparisons
 QUESTIONS = ("clarity", "quality", "match")       # each rated 1..5
+CHOICES = ("A", "B", "same")                      # a paired vote's answer to each of PAIR_QUESTIONS
+PAIR_QUESTIONS = ("quality", "match")
 SCORE_RANGE = (1, 5)
 MAX_COMMENT_CHARS = 2000
 MAX_RATER_ID_CHARS = 64
@@ -88,6 +90,43 @@ class _Rating(_Base):
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class _Clip(_Base):
+    """One pre-rendered clip of the comparison pool. The system name never leaves the server before a vote."""
+    __tablename__ = "clips"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    system: Mapped[str] = mapped_column(String(32))
+    prompt: Mapped[str] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class _Pair(_Base):
+    """A pair shown to a rater: clip_a played as A, clip_b as B (the order drawn at random and kept here)."""
+    __tablename__ = "pairs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    rater_id: Mapped[str] = mapped_column(String(MAX_RATER_ID_CHARS), index=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    clip_a: Mapped[str] = mapped_column(String(36), ForeignKey("clips.id"))
+    clip_b: Mapped[str] = mapped_column(String(36), ForeignKey("clips.id"))
+    repeat_of: Mapped[str | None] = mapped_column(String(36), nullable=True)     # an earlier pair, shown again
+    shown_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class _Vote(_Base):
+    __tablename__ = "votes"
+    __table_args__ = (
+        CheckConstraint("quality IN ('A', 'B', 'same')", name="quality_choice"),
+        CheckConstraint("text_match IN ('A', 'B', 'same')", name="match_choice"),
+        CheckConstraint(f"length(comment) <= {MAX_COMMENT_CHARS}", name="vote_comment_length"),
+    )
+    pair_id: Mapped[str] = mapped_column(String(36), ForeignKey("pairs.id"), primary_key=True)  # one per pair
+    quality: Mapped[str] = mapped_column(String(4))
+    match: Mapped[str] = mapped_column("text_match", String(4))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
 def default_db_url() -> str:
@@ -150,7 +189,7 @@ class SurveyStore:
         _Base.metadata.create_all(self.engine)
         with Session(self.engine) as s, s.begin():
             stored = s.scalar(select(func.max(_SchemaVersion.version)))
-            if stored is None:
+            if stored is None or stored < SCHEMA_VERSION:      # create_all above added the newer tables
                 s.add(_SchemaVersion(version=SCHEMA_VERSION))
             elif stored > SCHEMA_VERSION:
                 raise RuntimeError(f"survey database {self.url} has schema version {stored}; this text2lofi "
@@ -211,6 +250,78 @@ class SurveyStore:
         return {"generation_id": generation_id, "rater_id": rater_id, **scores, "comment": comment,
                 "updated": existed}
 
+    # ---- blind paired comparisons -------------------------------------------------------------------
+    def add_clip(self, system: str, prompt: str, seed: int, path: str | Path) -> str:
+        cid = str(uuid.uuid4())
+        with Session(self.engine) as s, s.begin():
+            s.add(_Clip(id=cid, system=system, prompt=prompt, seed=int(seed), path=str(path)))
+        return cid
+
+    def clips(self) -> list[dict]:
+        with Session(self.engine) as s:
+            return [{"id": c.id, "system": c.system, "prompt": c.prompt, "seed": c.seed, "path": c.path}
+                    for c in s.scalars(select(_Clip).order_by(_Clip.created_at, _Clip.id))]
+
+    def record_pair(self, rater_id: str, prompt: str, clip_a: str, clip_b: str,
+                    repeat_of: str | None = None) -> str:
+        pid = str(uuid.uuid4())
+        with Session(self.engine) as s, s.begin():
+            s.add(_Pair(id=pid, rater_id=rater_id, prompt=prompt, clip_a=clip_a, clip_b=clip_b,
+                        repeat_of=repeat_of))
+        return pid
+
+    def pair(self, pair_id: str) -> dict | None:
+        """A shown pair with both clips' systems (server side only) and its vote, if any."""
+        with Session(self.engine) as s:
+            p = s.get(_Pair, pair_id)
+            if p is None:
+                return None
+            a, b, v = s.get(_Clip, p.clip_a), s.get(_Clip, p.clip_b), s.get(_Vote, pair_id)
+            return {"id": p.id, "rater_id": p.rater_id, "prompt": p.prompt, "clip_a": a.id, "clip_b": b.id,
+                    "system_a": a.system, "system_b": b.system, "repeat_of": p.repeat_of,
+                    "shown_at": p.shown_at if p.shown_at.tzinfo else p.shown_at.replace(tzinfo=timezone.utc),
+                    "vote": None if v is None else {"quality": v.quality, "match": v.match, "comment": v.comment}}
+
+    def vote(self, pair_id: str, quality: str, match: str, comment: str = "") -> dict:
+        """Store the vote on a pair (voting again on the same pair replaces it). ValueError names the field."""
+        for name, value in (("quality", quality), ("match", match)):
+            if value not in CHOICES:
+                raise ValueError(f"{name} must be one of {', '.join(CHOICES)}, got {value!r}")
+        comment = "" if comment is None else comment
+        if not isinstance(comment, str) or len(comment) > MAX_COMMENT_CHARS:
+            raise ValueError(f"comment must be text of at most {MAX_COMMENT_CHARS} characters")
+        with Session(self.engine) as s, s.begin():
+            if s.get(_Pair, pair_id) is None:
+                raise ValueError(f"unknown pair_id {pair_id!r}")
+            dialect_insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+            stmt = dialect_insert(_Vote).values(pair_id=pair_id, quality=quality, text_match=match,
+                                                comment=comment, created_at=_now())
+            s.execute(stmt.on_conflict_do_update(index_elements=["pair_id"], set_={
+                k: stmt.excluded[k] for k in ("quality", "text_match", "comment", "created_at")}))
+        return {"pair_id": pair_id, "quality": quality, "match": match, "comment": comment}
+
+    def pair_rows(self) -> list[dict]:
+        """Every shown pair with its systems, position and vote (None if not voted), oldest first."""
+        with Session(self.engine) as s:
+            a, b = _Clip.__table__.alias("a"), _Clip.__table__.alias("b")
+            q = (select(_Pair.id, _Pair.rater_id, _Pair.prompt, _Pair.repeat_of, _Pair.shown_at, a.c.system,
+                        b.c.system, _Vote.quality, _Vote.match, _Vote.comment, _Vote.created_at)
+                 .join(a, a.c.id == _Pair.clip_a).join(b, b.c.id == _Pair.clip_b)
+                 .outerjoin(_Vote, _Vote.pair_id == _Pair.id).order_by(_Pair.shown_at, _Pair.id))
+            return [{"pair_id": r[0], "rater_id": r[1], "prompt": r[2], "repeat_of": r[3],
+                     "shown_at": _iso(r[4]), "system_a": r[5], "system_b": r[6], "quality": r[7], "match": r[8],
+                     "comment": r[9], "voted_at": None if r[10] is None else _iso(r[10])} for r in s.execute(q)]
+
+    def export_pairs_csv(self, password: str | None) -> str:
+        """Admin: every shown pair with both systems, which one played as A, and the vote."""
+        self.check_admin(password)
+        rows = self.pair_rows()
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["pair_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue()
+
     # ---- reads ---------------------------------------------------------------------------------
     def generation(self, generation_id: str) -> dict | None:
         with Session(self.engine) as s:
@@ -256,6 +367,10 @@ class SurveyStore:
                      "clarity": r.clarity, "quality": r.quality, "match": r.match, "comment": r.comment,
                      "created_at": _iso(r.created_at), "updated_at": _iso(r.updated_at)}
                     for r, prompt in rows]
+
+    def ratings(self) -> list[dict]:
+        """Every rating's scores ({question: 1..5}), for the survey's statistics."""
+        return [{q: row[q] for q in QUESTIONS} for row in self._rating_rows()]
 
     def comments(self, password: str | None) -> list[dict]:
         """Admin: every non-empty comment with its prompt and scores."""

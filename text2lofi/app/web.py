@@ -13,6 +13,8 @@ API (names are a public contract, see docs/api.md):
   /score_video (video: file, prompt: str, level_db: float | None, seed: int | None, keep_audio: bool)
              -> (video file, info dict): music exactly as long as the video, the picture copied
   /listen    (prompt: str) -> an endless stream of (audio chunk, now-playing line)
+  /survey_pair (prompt: str | None) -> (audio A, audio B, {"pair_id", "prompt"}): a blind pair for this client
+  /survey_vote (pair_id: str, quality: "A"|"B"|"same", match: "A"|"B"|"same", comment: str) -> dict
   /steer     (text: str) -> conditions dict: changes the caller's running /listen stream at its next bar line
 Every other event is private (callable by the page only). Bad arguments raise gr.Error and store nothing.
 """
@@ -29,7 +31,8 @@ from matplotlib.ticker import MaxNLocator
 
 from text2lofi.app.serve import AppConfig
 from text2lofi.app.studio import SEED_RANGE, Studio, StudioError, describe
-from text2lofi.app.survey import MAX_COMMENT_CHARS, QUESTIONS, SurveyStore
+from text2lofi.app.compare import CONSENT
+from text2lofi.app.survey import CHOICES, MAX_COMMENT_CHARS, QUESTIONS, SurveyStore
 from text2lofi.conditions import DURATION_RANGE, SAMPLE_RATE, TEMPO_RANGE, TEXTURES, TONICS
 from text2lofi.pipeline import STAGES
 EXAMPLES = [
@@ -80,6 +83,56 @@ def survey_plot(summary: dict) -> Figure:
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def compare_view(results: dict, systems: tuple[str, ...]) -> tuple[str, list, list, Figure]:
+    """The Results tab's blind-comparison part: a summary, the pair table, the ranking and its plot."""
+    votes, raters = results["votes"], results["raters"]
+    if not votes:
+        summary = ("**Blind comparisons:** no votes yet. Open the **Compare** tab to listen to two clips of the "
+                   "same text and say which is better; rankings with their uncertainty appear here.")
+    else:
+        repeats, agree = results["repeats"], results["consistency"]
+        summary = (f"**Blind comparisons:** {_plural(votes, 'vote')} from {_plural(raters, 'rater')}. Ranking: "
+                   "Bradley-Terry strength (geometric mean 1) with a 95% bootstrap interval; pair win rates with "
+                   "95% Wilson intervals (a tie counts half). " +
+                   (f"Consistency: the same choice on {agree:.0%} of {_plural(repeats, 'repeated pair')}. "
+                    if repeats else ""))
+    need = results["votes_needed"]
+    (p0, n0), *rest = need.items()
+    summary += (f"\n\nHow many votes: telling a system that wins {p0:.0%} of the time from a coin flip takes about "
+                f"{n0} votes on that pair; " + "; ".join(f"{p:.0%}: {n}" for p, n in rest)
+                + " (80% power, 5% level; docs/survey.md).")
+    pairs, ranking = [], []
+    for q, r in results["questions"].items():
+        for row in r["pairs"]:
+            lo, hi = row["ci95"]
+            pairs.append([q, f"{row['system']} vs {row['versus']}", row["votes"], row["wins"], row["losses"],
+                          row["ties"], f"{row['win_rate']:.2f}", f"{lo:.2f}-{hi:.2f}"])
+        for rank, (name, (s, lo, hi)) in enumerate(r["ranking"], 1):
+            ranking.append([q, rank, name, f"{s:.2f}", f"{lo:.2f}-{hi:.2f}"])
+    fig = Figure(figsize=(8, 3), dpi=90)
+    ax = fig.subplots()
+    if votes:
+        names = sorted({name for r in results["questions"].values() for name, _ in r["ranking"]})
+        for k, (q, r) in enumerate(results["questions"].items()):      # one row per system, a dot per question
+            strength = dict(r["ranking"])
+            s = np.array([strength[n][0] for n in names])
+            err = np.array([[strength[n][0] - strength[n][1], strength[n][2] - strength[n][0]] for n in names]).T
+            ax.errorbar(s, np.arange(len(names)) + 0.15 * k, xerr=err, fmt="o", capsize=3, label=q)
+        ax.set_yticks(np.arange(len(names)) + 0.075, names)
+        ax.set_xscale("log")
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no votes yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_yticks([])
+    ax.set_xlabel("Bradley-Terry strength (log scale, 95% interval)")
+    fig.tight_layout()
+    return summary, pairs, ranking, fig
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 class _Handlers:
@@ -221,15 +274,43 @@ class _Handlers:
             c = self.studio.steer(request.session_hash, text)
         return f"Changing at the next bar line to: {describe(c, length=False)}", ""
 
+    # ---- blind paired comparisons --------------------------------------------------------------------
+    def api_survey_pair(self, prompt: str | None, request: gr.Request):
+        with _shown():
+            p = self.studio.survey_pair(f"api-{request.session_hash}", prompt or None)
+        return str(p.path_a), str(p.path_b), {"pair_id": p.pair_id, "prompt": p.prompt}
+
+    def api_survey_vote(self, pair_id: str, quality: str, match: str, comment: str, request: gr.Request) -> dict:
+        with _shown():
+            return self.studio.survey_vote(pair_id, f"api-{request.session_hash}", quality, match, comment)
+
+    def next_pair(self, rater: str | None):
+        with _shown():
+            p = self.studio.survey_pair(rater or "")
+        return (str(p.path_a), str(p.path_b), f"**The text:** “{p.prompt}”", p.pair_id,
+                f"Listen to both (voting opens after {self.studio.compare.config.min_listen_s:g} s), then vote.")
+
+    def vote_page(self, pair_id, quality, match, comment, rater):
+        with _shown():
+            if not pair_id:
+                raise StudioError("no pair yet: press Next pair first")
+            self.studio.survey_vote(pair_id, rater or "", quality, match, comment)
+        return "Thank you: vote stored. Press **Next pair** for another.", None, None, ""
+
     def results(self):
         summary = self.studio.store.summary()
         counts = (f"**{summary['ratings']}** ratings from **{summary['raters']}** raters of "
                   f"**{summary['rated_generations']}** tracks ({summary['generations']} generated).")
-        return counts, survey_table(summary), survey_plot(summary)
+        return (counts, survey_table(summary), survey_plot(summary),
+                *compare_view(self.studio.compare.results(), self.studio.compare.config.systems))
 
     def export(self, password: str):
         with _shown():
             return str(self.studio.export_csv(password))
+
+    def export_pairs(self, password: str):
+        with _shown():
+            return str(self.studio.export_pairs_csv(password))
 
     def comments(self, password: str):
         with _shown():
@@ -255,7 +336,7 @@ def _ensure_rater(stored: str | None):
 def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
     """The whole page and its API on one store, queue set up; the caller launches it."""
     config = config or AppConfig()
-    studio = _Handlers(Studio(store, config.output_dir, config.max_duration_s), config)
+    studio = _Handlers(Studio(store, config.output_dir, config.max_duration_s, config.compare), config)
     gen = dict(concurrency_limit=config.concurrency, concurrency_id="generate")
 
     with gr.Blocks(title="text2lofi") as demo:
@@ -343,6 +424,21 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                     l_change = gr.Button("Change", scale=1, elem_id="steer")
                 l_note = gr.Markdown(elem_id="steer-note")
 
+            with gr.Tab("Compare", id="compare"):
+                gr.Markdown(CONSENT)
+                cmp_pair = gr.State(None)
+                cmp_next = gr.Button("Next pair", variant="primary", elem_id="next-pair")
+                cmp_prompt = gr.Markdown(elem_id="pair-prompt")
+                with gr.Row():
+                    cmp_a = gr.Audio(label="A", type="filepath", interactive=False, elem_id="clip-a")
+                    cmp_b = gr.Audio(label="B", type="filepath", interactive=False, elem_id="clip-b")
+                with gr.Row():
+                    cmp_quality = gr.Radio(list(CHOICES), label="Which sounds better?", elem_id="vote-quality")
+                    cmp_match = gr.Radio(list(CHOICES), label="Which fits the text better?", elem_id="vote-match")
+                cmp_comment = gr.Textbox(label="Why? (optional)", max_length=MAX_COMMENT_CHARS)
+                cmp_vote = gr.Button("Vote", elem_id="vote")
+                cmp_note = gr.Markdown(elem_id="vote-note")
+
             with gr.Tab("Rate", id="rate"):
                 r_heading = gr.Markdown("Generate a track first (Create or Chat), listen, then rate it here.")
                 r_gid = gr.Textbox(label="Generation id", elem_id="generation-id", interactive=False)
@@ -361,11 +457,19 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                 s_table = gr.Dataframe(headers=["question", "answers", "mean", "1", "2", "3", "4", "5"],
                                        label="Survey", interactive=False, elem_id="survey-table")
                 s_plot = gr.Plot(label="Distribution per question")
+                c_summary_md = gr.Markdown(elem_id="compare-summary")
+                c_pairs = gr.Dataframe(headers=["question", "pair", "votes", "wins", "losses", "ties", "win rate",
+                                                "95% CI"], label="Blind pairs", interactive=False,
+                                       elem_id="compare-pairs")
+                c_ranking = gr.Dataframe(headers=["question", "rank", "system", "strength", "95% CI"],
+                                         label="Ranking (Bradley-Terry)", interactive=False, elem_id="compare-ranking")
+                c_plot = gr.Plot(label="Ranking with intervals")
                 s_refresh = gr.Button("Refresh")
                 with gr.Accordion("Admin", open=False):
                     a_password = gr.Textbox(label="Admin password", type="password")
                     with gr.Row():
                         a_export = gr.Button("Export CSV")
+                        a_export_pairs = gr.Button("Export comparisons CSV")
                         a_show = gr.Button("Show comments")
                     a_file = gr.File(label="CSV export")
                     a_comments = gr.Dataframe(headers=["time", "prompt", "clarity", "quality", "match",
@@ -395,9 +499,15 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
             api_level = gr.Number(None, label="level_db")
             api_keep = gr.Checkbox(True, label="keep_audio")
             api_video_out = gr.File(label="video")
+            api_audio_b = gr.Audio(type="filepath", label="audio_b")
+            api_pair = gr.JSON(label="pair")
+            api_pair_id = gr.Textbox(label="pair_id")
+            api_quality, api_match = gr.Textbox(label="quality"), gr.Textbox(label="match")
+            api_comment = gr.Textbox(label="comment")
+            api_pair_btn, api_vote_btn = gr.Button(), gr.Button()
             api_loop_btn, api_extend_btn, api_vary_btn, api_score_btn = (gr.Button() for _ in range(4))
 
-        results_out = [s_counts, s_table, s_plot]
+        results_out = [s_counts, s_table, s_plot, c_summary_md, c_pairs, c_ranking, c_plot]
         private = dict(api_visibility="private")
         demo.load(_ensure_rater, rater_saved, [rater_saved, rater], **private)
         demo.load(studio.results, None, results_out, **private)
@@ -424,6 +534,11 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
         results_tab.select(studio.results, None, results_out, **private)
         s_refresh.click(studio.results, None, results_out, **private)
         a_export.click(studio.export, a_password, a_file, **private)
+        a_export_pairs.click(studio.export_pairs, a_password, a_file, **private)
+        cmp_next.click(studio.next_pair, rater, [cmp_a, cmp_b, cmp_prompt, cmp_pair, cmp_note],
+                       concurrency_limit=None, **private)
+        cmp_vote.click(studio.vote_page, [cmp_pair, cmp_quality, cmp_match, cmp_comment, rater],
+                       [cmp_note, cmp_quality, cmp_match, cmp_comment], concurrency_limit=None, **private)
         a_show.click(studio.comments, a_password, a_comments, **private)
 
         api_generate_btn.click(studio.api_generate, [api_prompt, api_duration, api_seed],
@@ -439,7 +554,12 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                            **gen)
         api_score_btn.click(studio.api_score_video, [api_video_in, api_prompt, api_level, api_seed, api_keep],
                             [api_video_out, api_info], api_name="score_video", **gen)
+        api_pair_btn.click(studio.api_survey_pair, api_prompt, [api_audio, api_audio_b, api_pair],
+                           api_name="survey_pair", concurrency_limit=None)
+        api_vote_btn.click(studio.api_survey_vote, [api_pair_id, api_quality, api_match, api_comment], api_info,
+                           api_name="survey_vote", concurrency_limit=None)
         api_steer_btn.click(studio.steer, api_prompt, api_conditions, api_name="steer", concurrency_limit=None)
 
     demo.queue(max_size=config.queue_size)
+    demo.studio = studio.studio          # serve.main starts the comparison pool's rendering
     return demo
