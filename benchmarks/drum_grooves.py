@@ -5,6 +5,8 @@ N by beat_score, in the same run; Groove MIDI hip-hop beats (validation/test, 4/
 - lacking: share of a track's drum bars with neither a kick nor a hat/ride (rolls, tom runs)
 - backbeat: share of groove bars (loop bars that are not the section's last) with snare/clap/rim on beats 2 and 4
 - toms: share of drum hits on toms
+- varied: share of a loop's repeated groove bars (after its first two, before its fill) that are not a verbatim
+  copy of the groove bar they repeat (hats and ghost notes vary in bars 3-4 of every four)
 
     .venv/bin/python benchmarks/drum_grooves.py --seeds 10 --candidates 4
 """
@@ -26,13 +28,15 @@ PROMPTS = ("rainy night study beats", "chill lofi hip hop to relax", "jazzy late
            "sunny morning coffee lofi, upbeat")
 
 
-def bar_stats(bars: list[list[Note]], groove: list[bool]) -> dict[str, float]:
+def bar_stats(bars: list[list[Note]], groove: list[bool], repeats: list[tuple[int, int]] = ()) -> dict[str, float]:
     sounding = [b for b in bars if b]
     hits = [n for b in sounding for n in b]
     grooves = [b for b, g in zip(bars, groove) if g and b]
+    key = [sorted((round(n.onset, 3), n.pitch, n.velocity) for n in b) for b in bars]
     return {"lacking": float(np.mean([not any(n.pitch in {KICK} | TIMEKEEPERS for n in b) for b in sounding])),
             "backbeat": float(np.mean([hit_near(b, 1.0, BACKBEAT) and hit_near(b, 3.0, BACKBEAT) for b in grooves])),
-            "toms": sum(n.pitch in TOMS for n in hits) / max(1, len(hits))}
+            "toms": sum(n.pitch in TOMS for n in hits) / max(1, len(hits)),
+            "varied": float(np.mean([key[i] != key[src] for i, src in repeats])) if repeats else float("nan")}
 
 
 def ours(candidates: int, seeds: int, seconds: float) -> tuple[list[dict], float]:
@@ -48,9 +52,13 @@ def ours(candidates: int, seeds: int, seconds: float) -> tuple[list[dict], float
             spb = composer.grid.samples_per_beat
             notes = [[Note((e.start_sample - b.start_sample) / spb, 0.1, e.pitch, e.velocity) for e in b.drums]
                      for b in bars]
-            groove = [s.name == "loop" and j < s.n_bars - 1
-                      for s in plan_sections(n_bars, c.piano, c.drums) for j in range(s.n_bars)]
-            rows.append(bar_stats(notes, groove))
+            groove, repeats, start = [], [], 0
+            for s in plan_sections(n_bars, c.piano, c.drums):
+                groove += [s.name == "loop" and j < s.n_bars - 1 for j in range(s.n_bars)]
+                if s.name == "loop" and s.drums:
+                    repeats += [(start + j, start + j % 2) for j in range(2, s.n_bars - 1)]
+                start += s.n_bars
+            rows.append(bar_stats(notes, groove, repeats))
     return rows, (time.perf_counter() - t0) / len(rows)
 
 
@@ -84,7 +92,9 @@ def summary(name: str, rows: list[dict]) -> str:
     heavy = sum(r["lacking"] > 0.25 for r in rows)
     return (f"{name:28} tracks {len(rows):3}  with >1/4 bars lacking kick/hat: {heavy:2}  "
             f"backbeat bars: {np.median([r['backbeat'] for r in rows]):.2f} median, "
-            f"{np.mean([r['backbeat'] for r in rows]):.2f} mean  toms: {np.mean([r['toms'] for r in rows]):.3f}")
+            f"{np.mean([r['backbeat'] for r in rows]):.2f} mean  toms: {np.mean([r['toms'] for r in rows]):.3f}"
+            + (f"  varied repeats: {np.nanmean([r['varied'] for r in rows]):.2f}"
+               if not np.isnan([r["varied"] for r in rows]).all() else ""))
 
 
 def main(argv=None) -> int:

@@ -10,7 +10,7 @@ from rwkv_core import RWKV6, RWKV6Config
 from text2lofi.compose import composer as comp
 from text2lofi.compose.arrangement import plan_sections
 from text2lofi.compose.theory import chord_tones
-from text2lofi.compose.tokenizer import MusicTokenizer
+from text2lofi.compose.tokenizer import DRUM_KIT, MusicTokenizer
 from text2lofi.conditions import Conditions
 
 CAP = 30          # tokens per bar in these tests: small, so the random models hit it and the tests stay fast
@@ -101,8 +101,16 @@ def test_loops_repeat_their_phrase_and_vary_the_last_bar(models):
 
     for j in range(4, 7):                                     # bars 5-7 replay the 4-bar phrase
         assert rel(loop[j].piano, loop[j]) == rel(loop[j - 4].piano, loop[j - 4])
-        assert rel(loop[j].drums, loop[j]) == rel(loop[j % 2].drums, loop[j % 2])   # a 2-bar groove
     assert rel(loop[7].piano, loop[7]) != rel(loop[3].piano, loop[3])        # a new last bar
+    # A 2-bar groove: bars 5-6 repeat it as it is; bars 3-4 and 7 keep its kick and backbeat but vary the hats
+    # and ghost notes (velocities at least).
+    keep = {DRUM_KIT["kick"]} | comp.BACKBEAT
+    for j in (4, 5):
+        assert rel(loop[j].drums, loop[j]) == rel(loop[j % 2].drums, loop[j % 2])
+    for j in (2, 3, 6):
+        mine, source = rel(loop[j].drums, loop[j]), rel(loop[j % 2].drums, loop[j % 2])
+        assert mine != source
+        assert [e for e in mine if e[1] in keep and e[2] > 40] == [e for e in source if e[1] in keep and e[2] > 40]
 
 
 def test_sections_follow_the_plan_and_the_track_ends_on_the_tonic(models):

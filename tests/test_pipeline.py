@@ -104,16 +104,18 @@ def test_same_seed_is_bit_identical_and_another_seed_differs():
     assert not np.array_equal(a, c)
 
 
-# sha256 of a 10 s track's float32 samples and of its notes. Recorded before the stage-folder move (issue 11,
-# d1758c87.../2173837c..., unchanged by it), then moved on purpose by the bass part (6e407514.../3c33a3a1...) and
-# by drawing each section's groove as the best of four (cc7de255.../d1ae2a6a...) and by the minor default
-# progression's leading-tone V, and by dropping the bass note a kick at the very end of a bar put on the next
-# downbeat with the old chord's root (c4e4428d.../02517471...), and by giving each part its own generator so one
-# part can be drawn again while the others stay note for note (extend, vary). A change that alters the music
-# on purpose (new models, a new arrangement) updates these two lines and says so in its commit; any other change
-# that moves them changed the music by accident.
-GOLDEN_10S = ("bbae9f5e69962abe845026b87a5b6ea315c0e3c5e38545202441b00fd43c888c",
-              "d36ce604d10fe11ed834779683ac0221685ad65c6e223a007233643c7a7b01b0")
+# sha256 of a 10 s track's float32 samples and of its notes. Each move was on purpose, newest last:
+#   d1758c87/2173837c  before the stage-folder move (issue 11), unchanged by it
+#   6e407514/3c33a3a1  the bass part
+#   cc7de255/d1ae2a6a  each section's groove the best of four
+#   23c704de/36868882  the minor default progression's leading-tone V
+#   c4e4428d/02517471  no bass note on the next downbeat from a kick at the very end of a bar
+#   bbae9f5e/d36ce604  one generator per part (extend, vary)
+#   e7e2cdef/716d53d9  default swing 0.2 -> 0.35 (MPC 56%), hats and ghost notes varying in repeated bars
+# A change that alters the music on purpose (new models, a new arrangement) updates these two lines and says so in
+# its commit; any other change that moves them changed the music by accident.
+GOLDEN_10S = ("e7e2cdef8054b1bdc510c68ee2cf58bec622e0bf547f04a602218aaf009b2437",
+              "716d53d932acbe82886e5a1d319c64126dcae434d571ae2f3ffa191cda04e1c2")
 
 
 def test_a_recorded_track_comes_out_byte_for_byte():

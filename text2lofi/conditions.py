@@ -20,6 +20,10 @@ TONICS = ("C", "C#", "Db", "D", "D#", "Eb", "E", "F", "F#", "Gb", "G", "G#", "Ab
 MODES = ("major", "minor")
 TEXTURES = ("vinyl", "tape_hiss", "rain", "thunder", "wind", "ocean", "birds", "cafe", "fireplace", "city")
 
+# Swing of off-beat 16ths, 0..1: MPC swing 50 + 16.7 * swing percent (compose.composer._swing). 0.35 is 56%,
+# inside the 54-62% MPC-style range lo-fi producers use (the range issue 12 gives); "swing" words and the jazzy
+# mood ask for 0.4-0.6 (57-60%), "straight" for 0.
+DEFAULT_SWING = 0.35
 SAMPLE_RATE = 44100                  # Hz: every stage's audio, float32 (n_samples, 2)
 BEATS_PER_BAR = 4                    # lo-fi is 4/4; the tokenizers and the bar grid assume it
 BASS_PROGRAM = 33                    # General MIDI "Electric Bass (finger)": the bass part's MIDI program and sound
@@ -60,7 +64,7 @@ class Conditions:
     piano: bool = True
     bass: bool | None = None          # None: follow drums (a bass line under every beat, none under solo piano)
     energy: float = 0.5
-    swing: float = 0.2
+    swing: float = DEFAULT_SWING
     lofi_amount: float = 0.6
     mood: list[str] = field(default_factory=lambda: ["chill"])
     progression: list[str] = field(default_factory=list)

@@ -32,7 +32,6 @@ if TYPE_CHECKING:                # the app's options import CompareConfig; the s
 SYSTEMS = ("rwkv", "markov", "convlstm", "real")
 STUDY_PROMPTS = ("rainy night study beats", "sunny sunday morning coffee, jazzy", "slow melancholic piano",
                  "late night city drive", "ocean waves and soft keys to fall asleep")
-CONVLSTM_BARS = 32            # the ConvLSTM is run as long as in the evaluation; a clip plays its last bars
 MIN_LISTEN_S = 10.0           # a vote is taken only this long after its pair was shown (both clips heard)
 REPEAT_SHARE = 0.1            # share of pairs that repeat one the rater voted on (A and B swapped): consistency
 REPEAT_AFTER = 3              # ... once the rater has voted on this many
@@ -240,9 +239,8 @@ def baseline_midi(system: str, c, bars: int, seed: int, data: str | None = None)
         if not rolls:
             rolls = [bl.piano_roll(baseline_midi("markov", c, 4, seed))]
         window = bl.seed_windows(rolls, 1, np.random.default_rng(seed))[0]
-        # Run it as the evaluation does (32 bars, the original's growing offset) and play its last bars: its
-        # first bars are mostly silent until the offset grows (docs/eval/report.md).
-        roll, _ = bl.generate_convlstm(model, window, max(bars, CONVLSTM_BARS) * 16, offset=True)
+        # Run it as the evaluation does (CONVLSTM_BARS, the original's growing offset) and play its last bars.
+        roll, _ = bl.generate_convlstm(model, window, max(bars, bl.CONVLSTM_BARS) * 16, offset=True)
         return bl.roll_to_midi(roll[-bars * 16:], bpm=c.tempo_bpm)
     if system == "real":
         folder = Path(data or EvalConfig().pop909)

@@ -228,7 +228,9 @@ def drum_style(c: Conditions) -> str:
 
 
 def _swing(onset_beats: float, swing: float) -> float:
-    """Delay off-beat 16ths by up to a triplet 16th (swing 1.0 = 1/12 beat late)."""
+    """Delay off-beat 16ths by up to a triplet 16th (swing 1.0 = 1/12 beat late). In MPC terms the second 16th
+    of each 8th sits at 50 + 16.7 * swing percent of it: 0 is straight (50%), 1 a full triplet (66.7%);
+    conditions.DEFAULT_SWING and the lexicon keep lo-fi inside the 54-62% producers use."""
     frac = onset_beats % 0.5
     if abs(frac - 0.25) < 1.0 / 48:
         return onset_beats + swing / 12.0
@@ -263,6 +265,7 @@ class Composer:
         # the other parts' draws, and so their notes, exactly as they were.
         generators = {part: torch.Generator().manual_seed(seeds[part]) for part in ("piano", "drums")}
         self.bass_rng = np.random.default_rng(seeds["bass"]) if "bass" in seeds else None
+        self._drum_seed = seeds["drums"]
         self._bass_style = "kick"
         sampling = sampling or SamplingConfig(temperature=0.95, top_k=0, top_p=0.95)
         self.piano = self.drums = None
@@ -368,6 +371,8 @@ class Composer:
                 drums.append(grooves[j])
             elif j == s.n_bars - 1:
                 drums.append(self._shape_drums(self.drums.next_bar()))   # a fill at the end
+            elif j % 4 >= 2:                                    # bars 3-4 of every four: hats and ghosts vary
+                drums.append(self._varied(drums[j % groove], first_bar + j))
             else:
                 drums.append(drums[j % groove])
         if self.bass_rng is not None:                            # a varied bass: a pattern per section
@@ -385,6 +390,30 @@ class Composer:
         best = scores.index(max(scores))
         self.drums = writer.select(best)
         return [drawn[j][best] for j in range(n_bars)]
+
+    def _varied(self, bar: list[Note], index: int) -> list[Note]:
+        """A repeat of a groove bar with its hats and ghost notes changed, kick and backbeat kept: an open hat on
+        the last off-beat, a 16th hat added or an off-beat hat dropped, hat velocities nudged, and (energy >= 0.4) a
+        ghost snare before the backbeat. Drawn from the drum part's seed and the bar's index in the track, so it
+        repeats exactly for a seed and changes with vary('drums')."""
+        rng = np.random.default_rng([self._drum_seed, index])
+        hats = [n for n in bar if n.pitch in TIMEKEEPERS]
+        out = [n for n in bar if n.pitch not in TIMEKEEPERS]
+        for n in hats:
+            if n.pitch == DRUM_KIT["closed_hat"] and abs(n.onset - 3.5) < 0.07 and rng.random() < 0.5:
+                n = Note(n.onset, 0.45, DRUM_KIT["open_hat"], n.velocity)
+            elif abs(n.onset % 1 - 0.5) < 0.07 and rng.random() < 0.15:
+                continue                                         # a dropped off-beat hat
+            out.append(Note(n.onset, n.duration, n.pitch, int(np.clip(n.velocity + rng.integers(-10, 11), 20, 127))))
+        if hats and rng.random() < 0.5:                          # a 16th pick-up hat where none was
+            at = float(rng.choice([0.75, 1.75, 2.75, 3.75]))
+            if not hit_near(bar, at, TIMEKEEPERS):
+                out.append(Note(at, 0.1, DRUM_KIT["closed_hat"], int(min(hats, key=lambda n: n.velocity).velocity)))
+        if self.c.energy >= 0.4 and rng.random() < 0.6:
+            at = float(rng.choice([0.75, 2.75, 3.25]))
+            if not hit_near(bar, at, BACKBEAT):
+                out.append(Note(at, 0.1, DRUM_KIT["snare"], int(rng.integers(24, 36))))
+        return sorted(out, key=lambda n: (n.onset, n.pitch))
 
     def _shape_drums(self, notes: list[Note]) -> list[Note]:
         """Energy sets intensity: velocities scale, and quiet ghost notes go at low energy."""

@@ -37,6 +37,9 @@ STEPS_PER_BEAT = 4                 # 16th notes
 WINDOW = 9                         # steps of context per prediction
 OFFSET_START, OFFSET_GROWTH = 0.65, 1.001
 BASELINE_BPM = 90.0                # tempo the baselines' output is written at (a typical lo-fi/pop tempo)
+# Bars the ConvLSTM always runs for: the original's threshold offset only lets notes through after ~430 steps
+# (27 bars of 16 steps), so a shorter run is silent; shorter pieces are the last bars of this run.
+CONVLSTM_BARS = 32
 
 
 # ---------------------------------------------------------------------------------------------------------------
