@@ -134,6 +134,10 @@ class Interpreter:
             textures = []
         textures = [x for x in textures if x not in p.textures_off]
         textures += [x for x in p.textures_on if x not in textures]
+        # Thunder only when the words ask for it (thunder, a storm) or it was already playing: retrieval and the
+        # LM hear "rainy night" as a storm. Dropping the rain drops the thunder that came with it unless named.
+        if "thunder" not in p.textures_on and ("thunder" not in base.textures or "rain" in p.textures_off):
+            textures = [x for x in textures if x != "thunder"]
         textures = [x for x in TEXTURES if x in textures]
 
         mood = t.mood if t.mood else list(base.mood)
