@@ -42,7 +42,7 @@ def _expect_results(page, line: str) -> None:
 
 
 def test_generate_rate_and_see_results_change(page):
-    _expect_results(page, "0 ratings from 0 raters")
+    _expect_results(page, "No ratings yet (0 tracks generated)")
 
     page.get_by_role("tab", name="Create").click()
     page.get_by_label("Describe your track").fill("rainy night study beats")
@@ -67,7 +67,7 @@ def test_generate_rate_and_see_results_change(page):
     sync_api.expect(page.get_by_text('"updated"')).to_be_visible(timeout=30_000)
     page.screenshot(path=ARTIFACTS / "2-rate.png", full_page=True)
 
-    _expect_results(page, "1 ratings from 1 raters of 1 tracks")
+    _expect_results(page, "1 rating from 1 rater of 1 track")
     table = page.locator("#survey-table")
     # Rows: question, answers, mean, then how many gave 1..5 — our one rating: clarity 5, match 2.
     sync_api.expect(table.get_by_role("row", name="clarity 1 5 0 0 0 0 1")).to_be_visible()

@@ -231,3 +231,24 @@ def test_long_tracks_stream_to_a_mapped_file_with_exact_length(monkeypatch, tmp_
     del t
     gc.collect()
     assert not raw.exists()          # the temporary file goes with the Track
+
+
+def test_cli_names_every_file_it_writes_and_edits_a_tracks_sidecar(tmp_path):
+    run = [sys.executable, "-m", "text2lofi"]
+    r = subprocess.run(run + ["generate", "lofi with rain, 5 seconds", "-o", str(tmp_path / "t.wav"), "--midi",
+                              str(tmp_path / "t.mid"), "--stems", str(tmp_path / "stems"), "--seed", "2", "-q"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    named = {line.split(":")[0].removeprefix("wrote ") for line in r.stdout.splitlines()}
+    on_disk = {str(p) for p in tmp_path.rglob("*") if p.is_file()}
+    assert named == on_disk and len(on_disk) == 7      # wav, mid, their two sidecars, three stems
+    edit = subprocess.run(run + ["interpret", "slower and drop the rain", "--previous", str(tmp_path / "t.wav.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert edit.returncode == 0, edit.stderr
+    first = json.loads((tmp_path / "t.wav.json").read_text())["conditions"]
+    edited = json.loads(edit.stdout)
+    assert edited["tempo_bpm"] < first["tempo_bpm"] and "rain" not in edited["textures"]
+    assert edited["seed"] == first["seed"]
+    bad = subprocess.run(run + ["interpret", "slower", "--previous", str(tmp_path / "none.json")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "is neither JSON nor a file that exists" in bad.stderr

@@ -41,6 +41,8 @@ def _generate(args: argparse.Namespace) -> int:
     c = track.conditions
     print(f"wrote {args.output}: {track.duration_s:.3f} s, {c.tempo_bpm:g} BPM, {c.key} {c.mode}, "
           f"textures={','.join(c.textures) or 'none'}, seed={c.seed}")
+    for path in track.written[1:]:                   # the MIDI, stems and the .json sidecars (conditions, seed)
+        print(f"wrote {path}")
     for w in c.warnings:
         print(f"warning: {w}", file=sys.stderr)
     return 0
@@ -81,10 +83,30 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interpret(args: argparse.Namespace) -> int:
-    from text2lofi import Conditions, interpret
+def _previous(text: str):
+    """--previous: a sidecar .json that generate wrote (its "conditions"), a conditions .json, or JSON text."""
+    from pathlib import Path
 
-    previous = Conditions.from_dict(json.loads(args.previous)) if args.previous else None
+    from text2lofi import Conditions
+
+    source = text
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise ValueError(f"--previous: {text!r} is neither JSON nor a file that exists")
+        source = path.read_text()
+    try:
+        data = json.loads(source)
+    except ValueError as exc:
+        raise ValueError(f"--previous: cannot read it as JSON ({exc})") from None
+    data = data.get("conditions", data) if isinstance(data, dict) else data
+    return Conditions.from_dict(data)
+
+
+def _interpret(args: argparse.Namespace) -> int:
+    from text2lofi import interpret
+
+    previous = _previous(args.previous) if args.previous else None
     print(json.dumps(interpret(args.prompt, previous=previous).to_dict(), indent=2))
     return 0
 
@@ -94,10 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="text -> finished track (WAV/MP3/FLAC by extension)")
-    g.add_argument("prompt")
+    g.add_argument("prompt", help="what you want to hear, e.g. 'rainy night study beats, 4 minutes'")
     g.add_argument("-o", "--output", required=True, help="track.wav | track.mp3 | track.flac")
-    g.add_argument("--midi", help="also write the MIDI (both parts, one tempo map)")
-    g.add_argument("--stems", help="folder for the balanced piano/drum stems (WAV)")
+    g.add_argument("--midi", help="also write the MIDI (every part, one tempo map)")
+    g.add_argument("--stems", help="folder for the balanced piano, drums and bass stems (WAV)")
     g.add_argument("--seed", type=int, help="the track's seed (the text's own if not given)")
     g.add_argument("--duration", type=float, help="seconds; overrides the text")
     g.add_argument("--tempo", type=float, help="BPM; overrides the text")
@@ -138,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         p_.set_defaults(func=_remade)
 
     i = sub.add_parser("interpret", help="text -> Conditions as JSON")
-    i.add_argument("prompt")
-    i.add_argument("--previous", help="JSON of the previous Conditions (conversational edit)")
+    i.add_argument("prompt", help="the text to read (an edit of --previous if given)")
+    i.add_argument("--previous", help="the conditions to edit: a track's .json sidecar (track.wav.json), a "
+                                      "conditions .json file, or JSON text")
     i.set_defaults(func=_interpret)
 
     for name, (_, help_) in DELEGATED.items():

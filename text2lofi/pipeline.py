@@ -53,6 +53,7 @@ class Track:
     stems: dict[str, np.ndarray] = field(default_factory=dict)   # balanced, before effects; short tracks only
     metadata: dict = field(default_factory=dict)
     raw_path: Path | None = field(default=None, repr=False)   # long tracks: the float32 file behind `audio`
+    written: list[Path] = field(default_factory=list, repr=False)   # every file save() / save_stems() wrote
 
     @property
     def duration_s(self) -> float:
@@ -67,7 +68,8 @@ class Track:
             files.write_midi(self.midi, path)
         else:
             files.write_audio(path, self.iter_audio(), self.sample_rate, tags=self.metadata)
-        files.write_json(path.with_suffix(path.suffix + ".json"), self.metadata)
+        sidecar = files.write_json(path.with_suffix(path.suffix + ".json"), self.metadata)
+        self.written += [path, sidecar]
         return path
 
     def iter_audio(self, size: int = 1 << 18) -> Iterator[np.ndarray]:
@@ -91,6 +93,7 @@ class Track:
             p = folder / f"{name}.wav"
             files.write_audio(p, iter_chunks(audio), self.sample_rate, tags=self.metadata)
             out.append(p)
+        self.written += out
         return out
 
 

@@ -21,6 +21,7 @@ Every other event is private (callable by the page only). Bad arguments raise gr
 from __future__ import annotations
 
 import contextlib
+import math
 import uuid
 from typing import Any, Callable
 
@@ -79,6 +80,7 @@ def survey_plot(summary: dict) -> Figure:
     ax.set_xticks(range(1, 6))
     ax.set_xlabel("score")
     ax.set_ylabel("ratings")
+    ax.set_ylim(0, max(1, max(max(summary["questions"][q]["counts"].values()) for q in QUESTIONS)) * 1.1)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     fig.tight_layout()
@@ -201,7 +203,7 @@ class _Handlers:
             g = self.studio.create(
                 prompt, seed=_optional_number(seed, "seed", *SEED_RANGE, whole=True), extras=True, loop=loop,
                 progress=self._progress(progress),
-                duration_s=_optional_number(duration_s, "duration", *DURATION_RANGE),
+                duration_s=_optional_number(duration_s, "duration_s", -math.inf, math.inf),  # range: the studio
                 tempo_bpm=_optional_number(tempo_bpm, "tempo", *TEMPO_RANGE), key=key or None,
                 lofi_amount=_optional_number(lofi_amount, "lo-fi amount", 0.0, 1.0), textures=textures or None)
         return self._shown_generation(g, prompt)
@@ -299,8 +301,13 @@ class _Handlers:
 
     def results(self):
         summary = self.studio.store.summary()
-        counts = (f"**{summary['ratings']}** ratings from **{summary['raters']}** raters of "
-                  f"**{summary['rated_generations']}** tracks ({summary['generations']} generated).")
+        if summary["ratings"]:
+            counts = (f"{_plural(summary['ratings'], 'rating')} from {_plural(summary['raters'], 'rater')} of "
+                      f"{_plural(summary['rated_generations'], 'track')} "
+                      f"({_plural(summary['generations'], 'track')} generated).")
+        else:
+            counts = (f"No ratings yet ({_plural(summary['generations'], 'track')} generated). Make a track, "
+                      "listen, and rate it in the Rate tab; the table and chart fill in here.")
         return (counts, survey_table(summary), survey_plot(summary),
                 *compare_view(self.studio.compare.results(), self.studio.compare.config.systems))
 
