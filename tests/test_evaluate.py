@@ -281,3 +281,25 @@ def test_worse_findings_name_losses_and_skip_silent_systems():
     assert not any(ln.startswith("consonance: rwkv") and "mute" in ln for ln in lines)
     assert any(ln.startswith("(mute is silent in 90%") for ln in lines)
     assert "dissonance: rwkv 0.200 is worse than the original project's reported 0.13." in lines
+
+
+def test_drum_bars_count_backbeats_rolls_and_the_bass_by_hand():
+    """4 bars at 120 BPM (2 s each): bars 1-2 a beat (kick 1 and 3, snare 2 and 4, hats), bar 3 a tom run,
+    bar 4 no drums at all; a bass plays in bar 1 only."""
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+    drums, bass, piano = pretty_midi.Instrument(0, is_drum=True), pretty_midi.Instrument(33), pretty_midi.Instrument(0)
+    for bar in (0, 1):
+        for beat, pitch in ((0, 36), (1, 38), (2, 36), (3, 38)):
+            drums.notes.append(pretty_midi.Note(90, pitch, bar * 2 + beat * 0.5, bar * 2 + beat * 0.5 + 0.1))
+        for k in range(8):
+            drums.notes.append(pretty_midi.Note(60, 42, bar * 2 + k * 0.25, bar * 2 + k * 0.25 + 0.05))
+    for k in range(16):                                       # bar 3: 16th-note mid toms
+        drums.notes.append(pretty_midi.Note(70, 47, 4 + k * 0.125, 4 + k * 0.125 + 0.1))
+    bass.notes.append(pretty_midi.Note(80, 33, 0.0, 1.9))
+    piano.notes.append(pretty_midi.Note(60, 60, 0.0, 8.0))    # the piece lasts 4 bars
+    pm.instruments += [drums, bass, piano]
+    backbeat, lacking, with_bass = ev.drum_bars(pm)
+    assert backbeat == pytest.approx(2 / 3)                   # bars 1-2 of the 3 with drums
+    assert lacking == pytest.approx(1 / 3)                    # the tom run: no kick, no hat
+    assert with_bass == pytest.approx(1 / 3)
+    assert all(math.isnan(x) for x in ev.drum_bars(pretty_midi.PrettyMIDI()))

@@ -100,6 +100,11 @@ def compare_view(results: dict, systems: tuple[str, ...]) -> tuple[str, list, li
                    "95% Wilson intervals (a tie counts half). " +
                    (f"Consistency: the same choice on {agree:.0%} of {_plural(repeats, 'repeated pair')}. "
                     if repeats else ""))
+    likert = [f"{q} {m:.2f} ({lo:.2f}-{hi:.2f})" for q, (m, lo, hi, n) in results["likert"].items()
+              if m is not None and lo is not None]
+    if likert:
+        n = next(iter(results["likert"].values()))[3]
+        summary += f"\n\nSingle-track ratings, mean (95% interval) of {_plural(n, 'rating')}: " + ", ".join(likert) + "."
     need = results["votes_needed"]
     (p0, n0), *rest = need.items()
     summary += (f"\n\nHow many votes: telling a system that wins {p0:.0%} of the time from a coin flip takes about "

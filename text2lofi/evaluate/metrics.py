@@ -281,6 +281,37 @@ def integrated_lufs(audio: np.ndarray, sample_rate: int) -> float:
     return integrated_loudness(audio, sample_rate)
 
 
+# General MIDI drum notes (channel 10) the groove metrics look for.
+GM_KICKS = frozenset({35, 36})
+GM_BACKBEAT = frozenset({37, 38, 39, 40})                 # side stick, snare, clap, electric snare
+GM_TIMEKEEPERS = frozenset({42, 44, 46, 51, 53, 59})      # hats and rides
+BASS_PROGRAMS = range(32, 40)                              # GM basses
+
+
+def drum_bars(pm: pretty_midi.PrettyMIDI) -> tuple[float, float, float]:
+    """(backbeat, lacking, bass presence) over the bars where drums play: the share with a snare/clap/rim within
+    1/8 beat of beats 2 and 4; the share with neither a kick nor a hat/ride (rolls, tom runs); the share where a
+    bass part (GM programs 32-39) also sounds. NaN for a piece without drums."""
+    drums = drum_notes(pm)
+    edges = bar_starts(pm)
+    if len(drums) == 0 or len(edges) < 2:
+        return math.nan, math.nan, math.nan
+    bass = np.array([(n.start, n.end) for i in pm.instruments if not i.is_drum and i.program in BASS_PROGRAMS
+                     for n in i.notes]).reshape(-1, 2)
+    backbeat, lacking, with_bass = [], [], []
+    for t0, t1 in zip(edges[:-1], edges[1:]):
+        hits = drums[(drums[:, 0] >= t0) & (drums[:, 0] < t1)]
+        if not len(hits):
+            continue
+        beat = (t1 - t0) / BEATS_PER_BAR
+        pos, pitch = (hits[:, 0] - t0) / beat, hits[:, 2].astype(int)
+        on = [np.any((np.abs(pos - b) <= 0.125) & np.isin(pitch, list(GM_BACKBEAT))) for b in (1.0, 3.0)]
+        backbeat.append(all(on))
+        lacking.append(not np.isin(pitch, list(GM_KICKS | GM_TIMEKEEPERS)).any())
+        with_bass.append(bool(len(bass)) and bool(np.any((bass[:, 0] < t1) & (bass[:, 1] > t0))))
+    return float(np.mean(backbeat)), float(np.mean(lacking)), float(np.mean(with_bass))
+
+
 def symbolic_metrics(pm: pretty_midi.PrettyMIDI) -> dict[str, float]:
     """Every MIDI-only metric of one piece, by name."""
     drums = drum_notes(pm)
@@ -296,6 +327,7 @@ def symbolic_metrics(pm: pretty_midi.PrettyMIDI) -> dict[str, float]:
         "empty_bar_rate": empty_bar_rate(pm),
         "repetition_rate": repetition_rate(pm),
         "silent": float(len(pitched_notes(pm)) == 0),
+        **dict(zip(("backbeat", "drum_bars_lacking", "bass_presence"), drum_bars(pm))),
     }
 
 
@@ -341,6 +373,10 @@ METRIC_DOCS = {
     "groove_consistency": "Mean over consecutive bars of 1 - Hamming distance of 16-step onset grids / 16, pitched "
                           "notes (Wu & Yang 2020).",
     "drum_groove_consistency": "Groove consistency of the drum part (real: Groove MIDI Dataset validation beats).",
+    "backbeat": "Share of drum bars with a snare, clap or rim within 1/8 beat of beats 2 and 4 (real: Groove MIDI).",
+    "drum_bars_lacking": "Share of drum bars with neither a kick nor a hat/ride: rolls and tom runs (real: Groove "
+                         "MIDI).",
+    "bass_presence": "Share of drum bars where a bass part (GM programs 32-39) also sounds.",
     "empty_bar_rate": "Share of 4-beat bars in which no pitched note sounds (Dong et al. 2018, MuseGAN 'EB').",
     "silent": "Share of pieces without a single pitched note (their other metrics are undefined, except "
               "empty_bar_rate = 1).",
@@ -376,11 +412,12 @@ ANCHORS = {
 }
 SYMBOLIC = ("rhythm_consistency", "consonance", "dissonance", "key_changes", "scale_consistency",
             "pitch_class_entropy", "groove_consistency", "drum_groove_consistency", "empty_bar_rate",
-            "repetition_rate", "silent")
+            "repetition_rate", "silent", "backbeat", "drum_bars_lacking", "bass_presence")
 ADHERENCE = ("tempo_bin", "tempo_bin_tolerant", "correct_key", "correct_key_dup", "drums_match", "exact_duration",
              "duration_error_s", "loudness_lufs", "interpret_tempo", "interpret_key")
 # From the audio, by an outside judge (evaluate.judges, Essentia); present only where Essentia is installed.
 JUDGED = ("audio_key", "audio_key_dup", "audio_key_major", "audio_key_minor", "audio_tempo")
 # Metrics where a larger value is not simply "better": the report compares these to the real music instead.
 CLOSER_TO_REAL = ("rhythm_consistency", "key_changes", "scale_consistency", "pitch_class_entropy",
-                  "groove_consistency", "drum_groove_consistency", "repetition_rate")
+                  "groove_consistency", "drum_groove_consistency", "repetition_rate", "backbeat",
+                  "drum_bars_lacking", "bass_presence")

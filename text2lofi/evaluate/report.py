@@ -91,7 +91,7 @@ def _plot(result: dict, out: Path) -> list[str]:
     systems, spread = result["systems"], result["spread"]
     names = list(systems)
     files = []
-    fig, axes = plt.subplots(2, 6, figsize=(21, 7))
+    fig, axes = plt.subplots(2, 7, figsize=(24, 7))
     for ax in axes.ravel()[len(SYMBOLIC):]:
         ax.axis("off")
     for ax, metric in zip(axes.ravel(), SYMBOLIC):

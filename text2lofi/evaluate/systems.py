@@ -16,7 +16,7 @@ from text2lofi.conditions import PITCH_CLASS
 from text2lofi.resources import checkpoints_dir, shared_data_dir
 from text2lofi.evaluate import judges
 from text2lofi.evaluate.metrics import (ADHERENCE, ANCHORS, JUDGED, METRIC_DOCS, ORIGINAL, SYMBOLIC, adherence,
-                                        bar_starts,
+                                        bar_starts, drum_bars,
                                         drum_notes, groove_consistency, key_name, key_of, pitched_notes,
                                         symbolic_metrics)
 from text2lofi.evaluate.prompts import prompt_set
@@ -95,7 +95,9 @@ def _real_rows(cfg: EvalConfig) -> tuple[list[dict], dict]:
     n_piano = len(rows)
     for it in items[: cfg.n_real_drums]:
         pm = excerpt(pretty_midi.PrettyMIDI(it.path), cfg.bars)
-        rows.append({"id": f"gmd/{it.id}", "drum_groove_consistency": groove_consistency(pm, drums=True)})
+        backbeat, lacking, _ = drum_bars(pm)
+        rows.append({"id": f"gmd/{it.id}", "drum_groove_consistency": groove_consistency(pm, drums=True),
+                     "backbeat": backbeat, "drum_bars_lacking": lacking})
     return rows, {"pieces": len(rows), "piano_pieces": n_piano, "drum_pieces": len(rows) - n_piano,
                   "source": "POP909 val split (text2lofi.data.split_of) + GMD validation/test 4/4 beats; "
                             f"first {cfg.bars} bars from the first note"}
