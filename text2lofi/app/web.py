@@ -104,7 +104,8 @@ def compare_view(results: dict, systems: tuple[str, ...]) -> tuple[str, list, li
               if m is not None and lo is not None]
     if likert:
         n = next(iter(results["likert"].values()))[3]
-        summary += f"\n\nSingle-track ratings, mean (95% interval) of {_plural(n, 'rating')}: " + ", ".join(likert) + "."
+        summary += (f"\n\nSingle-track ratings, mean (95% interval) of {_plural(n, 'rating')}: "
+                    + ", ".join(likert) + ".")
     need = results["votes_needed"]
     (p0, n0), *rest = need.items()
     summary += (f"\n\nHow many votes: telling a system that wins {p0:.0%} of the time from a coin flip takes about "

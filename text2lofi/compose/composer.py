@@ -39,8 +39,8 @@ GROOVE_CANDIDATES = 4
 # A guard against a bar that never ends, not a density control: the piano's natural bar is about 28 notes x 3
 # tokens, and a cut bar goes silent for its rest (docs/compose.md has the measurements behind 160).
 MAX_TOKENS_PER_BAR = {"piano": 160, "drums": 96}
-GIVEN_CONTEXT_BARS = 32
-BASS_STYLES = ("kick", "fifths", "octaves")     # bass patterns a varied bass picks from, one per section         # bars of a given MIDI file the piano model reads before it writes on
+GIVEN_CONTEXT_BARS = 32         # bars of a given MIDI file the piano model reads before it writes on
+BASS_STYLES = ("kick", "fifths", "octaves")     # bass patterns a varied bass picks from, one per section
 
 
 @dataclass
