@@ -132,7 +132,7 @@ class Studio:
         self._history: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=HISTORY_SIZE)
         self._streams: dict[str, LiveStream] = {}      # listener -> the endless stream it is hearing
         self._lock = threading.Lock()
-        # Blind paired comparisons: clips pre-rendered into the output folder (fill_pool() renders them).
+        # Blind paired comparisons: clips pre-rendered into the output folder (serve starts compare.start_filling()).
         self.compare = ComparePool(store, self.output_dir / "compare-pool", compare or CompareConfig())
 
     # ---- policy ---------------------------------------------------------------------------------------------
