@@ -267,3 +267,13 @@ def test_blind_pairs_name_no_system_and_votes_are_stored(app, client):
     with contextlib.closing(sqlite3.connect(app[1])) as db:
         stored = {r[0] for r in db.execute("SELECT pair_id FROM votes")}
     assert set(voted) <= stored and len(set(voted)) == 8
+
+
+def test_refine_edits_a_generation_and_keeps_its_seed_and_length(client, generated):
+    _, _, info = generated                                  # 6 s, seed 11
+    _, _, edited = client.predict(info["generation_id"], "slower", api_name="/refine")
+    c0, c1 = info["conditions"], edited["conditions"]
+    assert c1["tempo_bpm"] < c0["tempo_bpm"] and (c1["seed"], c1["duration_s"]) == (11, 6.0)
+    assert (c1["key"], c1["mode"]) == (c0["key"], c0["mode"])
+    with pytest.raises(AppError, match="generation_id 'nope' is unknown"):
+        client.predict("nope", "slower", api_name="/refine")

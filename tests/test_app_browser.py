@@ -166,6 +166,7 @@ def test_chat_refines_the_track_version_by_version(page):
     first = chat.get_by_text(re.compile(r"\d+ BPM")).last.inner_text()
     box.fill("slower")
     box.press("Enter")
+    sync_api.expect(chat.get_by_text("slower", exact=True)).to_be_visible(timeout=5_000)   # shown at once
     sync_api.expect(chat.get_by_text(re.compile(r"\d+ BPM"))).to_have_count(2, timeout=GENERATION_TIMEOUT_MS)
     second = chat.get_by_text(re.compile(r"\d+ BPM")).last.inner_text()
     page.screenshot(path=ARTIFACTS / "4-chat.png", full_page=True)

@@ -6,6 +6,7 @@ API (names are a public contract, see docs/api.md):
   /rate      (generation_id: str, clarity: int, quality: int, match: int, comment: str) -> dict
   /accompany (midi: file, prompt: str, continue_s: float | None, seed: int | None) -> (audio file, MIDI file,
              info dict): the file's notes kept, drums, bass and textures added, the piano continued if asked
+  /refine    (generation_id: str, text: str) -> as /generate: that track edited by text ("slower"), its seed kept
   /loop      (prompt: str, duration_s: float | None, seed: int | None) -> as /generate, a seamless loop
   /extend    (generation_id: str, seconds: float) -> as /generate: that track made longer, notes before its outro kept
   /vary      (generation_id: str, part: "piano" | "drums" | "bass", seed: int | None, section: int | None)
@@ -253,15 +254,31 @@ class _Handlers:
                                       progress=self._progress(progress))
         return str(g.files["wav"]), str(g.files["midi"]), g.info()
 
-    def chat(self, message: str, history: list, previous: dict | None, progress=gr.Progress()):
+    @staticmethod
+    def chat_say(message: str, history: list):
+        """Your message shows at once (the answer follows in chat_answer)."""
+        if not (message or "").strip():
+            raise gr.Error("Say what to change, e.g. 'slower' or 'add rain'.")
+        return list(history or []) + [{"role": "user", "content": message}], "", message
+
+    def chat_answer(self, message: str, history: list, current: str | None, progress=gr.Progress()):
+        """An edit of the track you have now (made in Create, Chat or anywhere on the page), with its seed; a
+        fresh track when there is none yet."""
         with _shown():
-            g = self.studio.create(message, previous=previous, progress=self._progress(progress))
+            if current:
+                g = self.studio.refine(current, message, progress=self._progress(progress))
+            else:
+                g = self.studio.create(message, progress=self._progress(progress))
         history = list(history or []) + [
-            {"role": "user", "content": message},
             {"role": "assistant", "content": gr.Audio(str(g.files["wav"]))},
             {"role": "assistant", "content": g.describe()},
         ]
-        return (history, g.conditions.to_dict(), "", g.id, f"Rating: “{message.strip()}” ({g.describe()})")
+        return history, g.id, f"Rating: “{message.strip()}” ({g.describe()})"
+
+    def api_refine(self, generation_id: str, text: str, progress=gr.Progress()):
+        with _shown():
+            g = self.studio.refine(generation_id, text, progress=self._progress(progress))
+        return str(g.files["wav"]), str(g.files["midi"]), g.info()
 
     def listen(self, prompt: str, request: gr.Request):
         """Endless stream: ((sample_rate, int16 samples), now-playing line) messages of listen_chunk_s seconds."""
@@ -418,7 +435,7 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                         s_summary = gr.Markdown(elem_id="video-summary")
 
             with gr.Tab("Chat", id="chat"):
-                chat_state = gr.State(None)            # Conditions dict of the latest version
+                chat_said = gr.State("")               # the message being answered
                 chatbot = gr.Chatbot(label="Refine your track", height=480, elem_id="chat")
                 chat_box = gr.Textbox(label="Say what to change", placeholder="slower, drop the rain, 2 minutes")
                 chat_btn = gr.Button("Send", variant="primary")
@@ -518,7 +535,7 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
             api_quality, api_match = gr.Textbox(label="quality"), gr.Textbox(label="match")
             api_comment = gr.Textbox(label="comment")
             api_pair_btn, api_vote_btn = gr.Button(), gr.Button()
-            api_loop_btn, api_extend_btn, api_vary_btn, api_score_btn = (gr.Button() for _ in range(4))
+            api_loop_btn, api_extend_btn, api_vary_btn, api_score_btn, api_refine_btn = (gr.Button() for _ in range(5))
 
         results_out = [s_counts, s_table, s_plot, c_summary_md, c_pairs, c_ranking, c_plot]
         private = dict(api_visibility="private")
@@ -532,10 +549,12 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
         v_btn.click(studio.vary_page, [r_gid, v_part], created, **gen, **private)
         s_btn.click(studio.score_page, [s_video, s_prompt, s_level, s_keep], [s_out, s_summary], **gen, **private)
         m_btn.click(studio.accompany_page, [m_file, prompt, m_continue, o_seed], created, **gen, **private)
-        chat_inputs = ([chat_box, chatbot, chat_state],
-                       [chatbot, chat_state, chat_box, r_gid, r_heading])
-        chat_btn.click(studio.chat, *chat_inputs, **gen, **private)
-        chat_box.submit(studio.chat, *chat_inputs, **gen, **private)
+        for send in (chat_btn.click, chat_box.submit):
+            send(studio.chat_say, [chat_box, chatbot], [chatbot, chat_box, chat_said], concurrency_limit=None,
+                 **private).success(studio.chat_answer, [chat_said, chatbot, r_gid], [chatbot, r_gid, r_heading],
+                                    **gen, **private)
+        prompt.submit(studio.create, [prompt, o_duration, o_tempo, o_key, o_seed, o_lofi, o_textures, o_loop],
+                      created, **gen, **private)            # Enter in the prompt box generates
         listening = l_start.click(studio.listen, l_prompt, [l_audio, l_now], concurrency_limit=config.listeners,
                                   concurrency_id="listen", api_name="listen")
         l_stop.click(None, cancels=[listening], **private)
@@ -561,6 +580,7 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
         api_accompany_btn.click(studio.api_accompany, [api_midi_in, api_prompt, api_continue, api_seed],
                                 [api_audio, api_midi, api_info], api_name="accompany", **gen)
         generated = [api_audio, api_midi, api_info]
+        api_refine_btn.click(studio.api_refine, [api_gid, api_prompt], generated, api_name="refine", **gen)
         api_loop_btn.click(studio.api_loop, [api_prompt, api_duration, api_seed], generated, api_name="loop", **gen)
         api_extend_btn.click(studio.api_extend, [api_gid, api_seconds], generated, api_name="extend", **gen)
         api_vary_btn.click(studio.api_vary, [api_gid, api_part, api_seed, api_section], generated, api_name="vary",
