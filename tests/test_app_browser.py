@@ -115,6 +115,9 @@ def test_extend_and_vary_a_track_then_score_a_video(page, tmp_path):
     page.locator("#vary-part").get_by_text("drums").click()
     page.locator("#vary").click()
     sync_api.expect(page.locator("#track-audio")).to_contain_text("0:09", timeout=GENERATION_TIMEOUT_MS)
+    page.locator("#stems").click()                       # stems are made only now, on request
+    sync_api.expect(page.locator("#stems-file")).to_contain_text(re.compile(r"stems\s*\.zip"),
+                                                                 timeout=GENERATION_TIMEOUT_MS)
     page.screenshot(path=ARTIFACTS / "7-extend-vary.png", full_page=True)
 
     import subprocess

@@ -105,3 +105,10 @@ def test_vary_one_section_keeps_every_other_bar_and_survives_an_extension(origin
     assert notes(longer, "piano", end_of_0) == notes(varied, "piano", end_of_0)
     with pytest.raises(ValueError, match="section must be from 0 to 1"):
         vary(original, "piano", seed=8, section=5)
+
+
+def test_remake_gives_the_same_track_sample_for_sample(original):
+    from text2lofi.pipeline import remake
+    again = remake(original)
+    assert hashlib.sha256(again.audio.tobytes()).digest() == hashlib.sha256(original.audio.tobytes()).digest()
+    assert set(again.stems) == set(original.stems) == {"piano", "drums", "bass", "textures"}

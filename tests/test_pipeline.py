@@ -70,8 +70,9 @@ def test_drums_off_means_no_drum_part_or_stem():
 
 def test_piano_off_means_drums_and_bass():
     t = generate(quick(piano=False))
-    assert [i.name for i in t.midi.instruments] == ["drums", "bass"] and set(t.stems) == {"drums", "bass"}
-    t = generate(quick(piano=False, bass=False))
+    assert [i.name for i in t.midi.instruments] == ["drums", "bass"]
+    assert set(t.stems) == {"drums", "bass", "textures"}
+    t = generate(quick(piano=False, bass=False, textures=[]))
     assert [i.is_drum for i in t.midi.instruments] == [True] and set(t.stems) == {"drums"}
 
 
@@ -147,7 +148,9 @@ def test_save_formats_atomically_with_metadata(track, tmp_path):
     assert [i.name for i in pm.instruments] == ["piano", "drums", "bass"] and len(pm.get_tempo_changes()[0]) == 1
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     stems = track.save_stems(tmp_path / "stems")
-    assert sorted(p.name for p in stems) == ["bass.wav", "drums.wav", "piano.wav"]
+    assert sorted(p.name for p in stems) == ["bass.wav", "drums.wav", "piano.wav", "textures.wav"]
+    # The texture bed (vinyl here) is a stem of its own.
+    assert np.abs(track.stems["textures"]).max() > 1e-4
 
 
 def test_bad_output_paths_fail_before_any_work(tmp_path):
@@ -241,7 +244,7 @@ def test_cli_names_every_file_it_writes_and_edits_a_tracks_sidecar(tmp_path):
     assert r.returncode == 0, r.stderr
     named = {line.split(":")[0].removeprefix("wrote ") for line in r.stdout.splitlines()}
     on_disk = {str(p) for p in tmp_path.rglob("*") if p.is_file()}
-    assert named == on_disk and len(on_disk) == 7      # wav, mid, their two sidecars, three stems
+    assert named == on_disk and len(on_disk) == 8      # wav, mid, their two sidecars, four stems (with rain)
     edit = subprocess.run(run + ["interpret", "slower and drop the rain", "--previous", str(tmp_path / "t.wav.json")],
                           capture_output=True, text=True, timeout=120)
     assert edit.returncode == 0, edit.stderr

@@ -116,3 +116,18 @@ def test_extend_vary_and_score_refusals_name_the_field_and_leave_nothing(studio,
     assert (_rows(studio, "generations"), sorted(studio.output_dir.iterdir())) == before
     longer = studio.extend(first.id, 3)
     assert longer.track.duration_s == 8.0 and longer.conditions.seed == first.conditions.seed
+
+
+def test_stems_are_made_only_when_asked_and_match_the_track(studio, first):
+    from pedalboard.io import AudioFile
+    import zipfile
+    assert "stems" not in first.files and not (first.files["wav"].parent / "stems.zip").exists()
+    path = studio.stems_zip(first.id)
+    with zipfile.ZipFile(path) as z:
+        assert sorted(z.namelist()) == ["bass.wav", "drums.wav", "piano.wav", "textures.wav"]   # rain: textures
+        z.extract("piano.wav", path.parent / "x")
+    with AudioFile(str(path.parent / "x" / "piano.wav")) as f:
+        assert f.frames == 5 * SR                                   # the track's own length, made again exactly
+    assert studio.stems_zip(first.id) == path                       # once made, served again
+    with pytest.raises(StudioError, match="generation_id 'nope' is unknown"):
+        studio.stems_zip("nope")

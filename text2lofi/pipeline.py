@@ -330,6 +330,11 @@ def _remake(track, progress: Progress | None, note: str, plan_of=None, seeds: di
     return track
 
 
+def remake(track: Track | str | os.PathLike, progress: Progress | None = None) -> Track:
+    """The same track again from its sidecar, sample for sample (what builds stems only when someone asks)."""
+    return _remake(track, progress, "made again")
+
+
 def extend(track: Track | str | os.PathLike, seconds: float, progress: Progress | None = None) -> Track:
     """The track exactly `seconds` longer: every note before its outro kept (same seed, same model state), then
     new bars from where the models were, and a new outro at the new end. Deterministic."""
@@ -385,11 +390,11 @@ def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, t
 
     bars: list[ComposedBar] = []
     t1 = time.perf_counter()
-    mixes, stems = [], {k: [] for k in mixer.synths}
+    mixes, stems = [], {}
     for mix, balanced in _bar_chunks(composer, mixer, n_samples, progress, bars):
         mixes.append(mix)
         for k, v in balanced.items():
-            stems[k].append(v)
+            stems.setdefault(k, []).append(v)
     timings["compose_render_mix"] = time.perf_counter() - t1
     progress("mastering", 0.0)
     t2 = time.perf_counter()
@@ -443,6 +448,8 @@ def _make_loop(c: Conditions, composer: Composer, prompt, progress: Progress, ti
     progress("mastering", 1.0)
     midi = bars_to_midi(bars, c, piano_program_for(c.mood), sr, n)
     stems = {k: _wrap(v, n, tail) for k, v in balanced.items()}
+    if c.textures:
+        stems["textures"] = looped
     meta = _metadata(c, composer, prompt, timings) | {"loop": True}
     return Track(audio, sr, midi, c, stems, meta)
 

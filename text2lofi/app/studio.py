@@ -29,8 +29,10 @@ from text2lofi.app.survey import SurveyStore
 from text2lofi.conditions import DURATION_RANGE, Conditions
 from text2lofi.live import LiveStream, stream
 from text2lofi.compose.given import read_given
+from text2lofi.audio.files import atomic_path
 from text2lofi.audio.video import probe
-from text2lofi.pipeline import PARTS, Progress, Track, accompany, extend, generate, resolve, score_video, vary
+from text2lofi.pipeline import (PARTS, Progress, Track, accompany, extend, generate, remake, resolve, score_video,
+                                vary)
 
 SEED_RANGE = (0, 2**31 - 1)       # Conditions keep 31-bit seeds
 HISTORY_SIZE = 50                 # generations `history()` remembers, newest first
@@ -176,7 +178,7 @@ class Studio:
                extras: bool = False, progress: Progress | None = None, loop: bool = False,
                **overrides) -> Generation:
         """Text (+ optional previous conditions and overrides) -> a recorded Generation with its files:
-        track.wav and track.mid, plus track.mp3, stems.zip and piano_roll.png with `extras`. loop: a seamless
+        track.wav and track.mid, plus track.mp3 and piano_roll.png with `extras` (stems: stems_zip). loop: a seamless
         loop of whole bars."""
         c = self.conditions(prompt, previous, seed, progress, **overrides)
         return self._made(prompt, extras, lambda: generate(c, progress=progress, loop=bool(loop)))
@@ -280,10 +282,6 @@ class Studio:
         files = {"wav": track.save(folder / "track.wav"), "midi": track.save(folder / "track.mid")}
         if extras:
             files["mp3"] = track.save(folder / "track.mp3")
-            files["stems"] = folder / "stems.zip"
-            with zipfile.ZipFile(files["stems"], "w") as z:
-                for p in track.save_stems(folder / "stems"):
-                    z.write(p, p.name)
             files["piano_roll"] = piano_roll(track.midi, track.duration_s, folder / "piano_roll.png")
         gid = self.store.record_generation(prompt, track.conditions.to_dict(), seed=track.conditions.seed,
                                            model_versions=track.metadata.get("models", {}), files=files)
@@ -328,6 +326,23 @@ class Studio:
         return live.steer(text)
 
     # ---- the survey -----------------------------------------------------------------------------------------
+    def stems_zip(self, generation_id: str, progress: Progress | None = None) -> Path:
+        """The generation's stems (piano, drums, bass, textures as WAV) in a zip, made only when asked: the track
+        is made again from its sidecar, sample for sample, rather than kept (a 4-minute track's stems are ~80 MB)."""
+        earlier = self._earlier(generation_id)
+        wav = Path(earlier["files"]["wav"])
+        out = wav.parent / "stems.zip"
+        if not out.is_file():
+            try:
+                track = remake(wav, progress)
+            except ValueError as exc:            # e.g. an accompanied track: its MIDI file is not kept
+                raise StudioError(str(exc)) from exc
+            with tempfile.TemporaryDirectory(dir=wav.parent) as tmp:
+                with atomic_path(out) as part, zipfile.ZipFile(part, "w") as z:
+                    for p in track.save_stems(tmp):
+                        z.write(p, p.name)
+        return out
+
     def survey_pair(self, rater_id: str, prompt: str | None = None) -> ShownPair:
         """A blind pair for this rater (of `prompt`, one of the study's prompts, or of any)."""
         if prompt is not None and prompt not in self.compare.config.prompts:

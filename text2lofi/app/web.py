@@ -223,6 +223,12 @@ class _Handlers:
                                                                   self.studio.max_duration_s) or 0.0)
         return self._shown_generation(g, g.prompt)
 
+    def stems(self, generation_id, progress=gr.Progress()):
+        with _shown():
+            if not generation_id:
+                raise StudioError("no track yet: generate one first")
+            return str(self.studio.stems_zip(generation_id, self._progress(progress)))
+
     def extend_page(self, generation_id, seconds, progress=gr.Progress()):
         with _shown():
             g = self.studio.extend(generation_id, _optional_number(seconds, "extend by", 1, DURATION_RANGE[1]),
@@ -242,7 +248,7 @@ class _Handlers:
 
     @staticmethod
     def _shown_generation(g, prompt: str):
-        downloads = [str(g.files[k]) for k in ("wav", "mp3", "midi", "stems")]
+        downloads = [str(g.files[k]) for k in ("wav", "mp3", "midi")]
         shown = {"generation_id": g.id, **g.conditions.to_dict()}
         return (str(g.files["wav"]), downloads, str(g.files["piano_roll"]), shown, g.describe(), g.chart(), g.id,
                 f"Rating: “{prompt.strip()}” ({g.describe()})")
@@ -406,7 +412,11 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                         c_audio = gr.Audio(label="Your track", type="filepath", interactive=False,
                                            elem_id="track-audio")
                         c_summary = gr.Markdown(elem_id="track-summary")
-                        c_files = gr.File(label="Downloads: WAV, MP3, MIDI, stems", file_count="multiple")
+                        c_files = gr.File(label="Downloads: WAV, MP3, MIDI", file_count="multiple")
+                        with gr.Row():
+                            c_stems_btn = gr.Button("Stems (zip): piano, drums, bass, textures", size="sm",
+                                                    elem_id="stems")
+                            c_stems = gr.File(label="Stems", elem_id="stems-file")
                         c_roll = gr.Image(label="Piano roll", type="filepath", interactive=False)
                         with gr.Accordion("Chord chart (one chord per bar)", open=True):
                             c_chart = gr.Markdown(elem_id="chord-chart")
@@ -546,6 +556,7 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
         create_btn.click(studio.create, [prompt, o_duration, o_tempo, o_key, o_seed, o_lofi, o_textures, o_loop],
                          created, **gen, **private)
         e_btn.click(studio.extend_page, [r_gid, e_seconds], created, **gen, **private)
+        c_stems_btn.click(studio.stems, r_gid, c_stems, **gen, **private)
         v_btn.click(studio.vary_page, [r_gid, v_part], created, **gen, **private)
         s_btn.click(studio.score_page, [s_video, s_prompt, s_level, s_keep], [s_out, s_summary], **gen, **private)
         m_btn.click(studio.accompany_page, [m_file, prompt, m_continue, o_seed], created, **gen, **private)

@@ -80,8 +80,9 @@ class Mixer:
 
     def mix(self, stems: dict[str, np.ndarray], n: int, final: bool = False
             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """n samples of mixed music after the chain, plus textures. `final` flushes the chain's delay line
-        so the last chunk is complete; the chain's delay is trimmed from the first chunks."""
+        """n samples of mixed music after the chain, plus textures, and the stems as balanced (with "textures").
+        `final` flushes the chain's delay line so the last chunk is complete; the chain's delay is trimmed from
+        the first chunks."""
         balanced = {k: v * np.float32(self.gains.get(k, 1.0)) for k, v in stems.items()}   # 1.0: silent so far
         extra = self.chain.latency if final else 0
         music = np.zeros((n + extra, 2), np.float32)
@@ -94,8 +95,9 @@ class Mixer:
         out = out[:n]
         if len(out) < n:      # only while the delay is being trimmed: pad, never shift the grid
             out = np.concatenate([np.zeros((n - len(out), 2), np.float32), out])
-        for entry in self._beds:
-            out = out + self._bed_chunk(entry, n)
+        if self._beds:             # the texture bed is a stem too (after the chain: the chain never touches it)
+            balanced["textures"] = sum(self._bed_chunk(entry, n) for entry in self._beds)
+            out = out + balanced["textures"]
         self._beds = [b for b in self._beds if b[2] > 0 or b[4] < b[3]]      # faded-out beds are dropped
         return out.astype(np.float32, copy=False), balanced
 
