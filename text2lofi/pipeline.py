@@ -1,8 +1,10 @@
 """generate(): Conditions -> composed bars -> FluidSynth stems -> balance -> lo-fi chain + textures
--> master. Everything runs bar by bar, so any length streams with flat memory.
+-> master. Everything runs bar by bar, so any length streams with flat memory. Also here: accompany() a MIDI
+file, extend() / vary() / remake() a track from its sidecar, render_midi(), score_video(), and loops.
 
-Short tracks (<= IN_MEMORY_MAX_S) are mastered in two passes (integrated loudness of the whole track);
-longer ones (and the endless streams of text2lofi.live) use a streaming master whose gain is fixed from the first seconds of each stem (audio.mix.MEASURE_S).
+Short tracks (<= IN_MEMORY_MAX_S) are mastered in two passes (integrated loudness of the whole track); longer
+ones (and the endless streams of text2lofi.live) use a streaming master whose gain is fixed from the first seconds
+(audio.mix.MEASURE_S fixes each stem's gain the same way).
 """
 from __future__ import annotations
 
