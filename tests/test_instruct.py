@@ -231,3 +231,13 @@ def test_an_edit_can_drop_and_bring_back_the_bass():
     assert (no_bass.drums, no_bass.bass) == (True, False)
     assert interpret("slower", previous=no_bass).bass is False            # what the edit does not mention stays
     assert interpret("add bass", previous=no_bass).bass is True
+
+
+@pytest.mark.parametrize("text", ["🎵🎵🎵", "موسیقی آرام", "asdkjh qwpeoiru"])
+def test_text_that_is_not_understood_is_said_to_be(text):
+    assert any("didn't understand" in w for w in interpret(text).warnings)
+
+
+@pytest.mark.parametrize("text", ["lofi", "lofi beats", "rainy night", "make it slower", "90 bpm"])
+def test_text_that_is_understood_gets_no_such_note(text):
+    assert not any("didn't understand" in w for w in interpret(text).warnings)

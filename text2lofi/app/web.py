@@ -140,6 +140,12 @@ def compare_view(results: dict, systems: tuple[str, ...]) -> tuple[str, list, li
     return summary, pairs, ranking, fig
 
 
+def _with_notes(g) -> str:
+    """What was made, and every clamp or word not understood, so nothing is silent."""
+    notes = g.conditions.warnings
+    return g.describe() + ("\n\n**Note:** " + "; ".join(notes) if notes else "")
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -250,7 +256,7 @@ class _Handlers:
     def _shown_generation(g, prompt: str):
         downloads = [str(g.files[k]) for k in ("wav", "mp3", "midi")]
         shown = {"generation_id": g.id, **g.conditions.to_dict()}
-        return (str(g.files["wav"]), downloads, str(g.files["piano_roll"]), shown, g.describe(), g.chart(), g.id,
+        return (str(g.files["wav"]), downloads, str(g.files["piano_roll"]), shown, _with_notes(g), g.chart(), g.id,
                 f"Rating: “{prompt.strip()}” ({g.describe()})")
 
     def api_accompany(self, midi, prompt: str, continue_s: float | None, seed: int | None,
@@ -277,7 +283,7 @@ class _Handlers:
                 g = self.studio.create(message, progress=self._progress(progress))
         history = list(history or []) + [
             {"role": "assistant", "content": gr.Audio(str(g.files["wav"]))},
-            {"role": "assistant", "content": g.describe()},
+            {"role": "assistant", "content": _with_notes(g)},
         ]
         return history, g.id, f"Rating: “{message.strip()}” ({g.describe()})"
 

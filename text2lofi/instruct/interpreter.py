@@ -69,6 +69,10 @@ class Interpreter:
         is_edit = previous is not None
         target = self.predict(p, retrieved, is_edit)
         c = self._apply(p, retrieved, target, previous)
+        if not retrieved and not _states_anything(p):
+            shown = text.strip() if len(text.strip()) <= 60 else text.strip()[:57] + "..."
+            warnings.append(f"didn't understand {shown!r}; " + ("kept the previous track's settings" if is_edit
+                            else "used the defaults for tempo, key and mood"))
         c.warnings[:0] = warnings
         return c
 
@@ -210,6 +214,20 @@ def get_interpreter() -> Interpreter:
         if _INTERPRETER is None:
             _INTERPRETER = Interpreter.load()
         return _INTERPRETER
+
+
+# Words that ask for this tool's default music: a prompt of only these is understood, not "not understood".
+GENERIC_WORDS = frozenset({"lofi", "lo", "fi", "beat", "beats", "music", "track", "song", "hip", "hop", "hiphop",
+                           "instrumental", "some", "a", "the", "please", "play", "make", "me", "give"})
+
+
+def _states_anything(p: Parsed) -> bool:
+    """Whether the parse found any explicit value, or the words are the tool's own genre words."""
+    explicit = (p.duration_s, p.tempo_bpm, p.tempo_factor, p.energy_delta, p.key, p.mode, p.drums, p.piano, p.bass,
+                p.swing, p.lofi_delta, p.seed)
+    return (any(v is not None for v in explicit) or bool(p.textures_on or p.textures_off or p.textures_clear
+                                                           or p.chords)
+            or (bool(p.words) and all(w in GENERIC_WORDS for w in p.words)))
 
 
 def interpret(text: str, previous: Conditions | dict | None = None) -> Conditions:
