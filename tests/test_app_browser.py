@@ -119,6 +119,15 @@ def test_extend_and_vary_a_track_then_score_a_video(page, tmp_path):
     sync_api.expect(page.locator("#stems-file")).to_contain_text(re.compile(r"stems\s*\.zip"),
                                                                  timeout=GENERATION_TIMEOUT_MS)
     page.screenshot(path=ARTIFACTS / "7-extend-vary.png", full_page=True)
+    # A refused request says why and leaves the track on the page as it was (no error over it).
+    page.get_by_label("Duration (s)").fill("1000")
+    page.locator("#generate").click()
+    sync_api.expect(page.get_by_text("duration_s is 1000 s; this server makes tracks of 5 to 600 s").first
+                    ).to_be_visible(timeout=30_000)
+    sync_api.expect(page.locator("#track-audio")).to_contain_text("0:09")
+    assert "Error" not in page.locator("#track-audio").inner_text()
+    assert "Error" not in page.locator("#track-summary").inner_text()
+    page.get_by_label("Duration (s)").fill("6")
 
     import subprocess
     clip = tmp_path / "clip.mp4"

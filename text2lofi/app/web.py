@@ -210,15 +210,25 @@ class _Handlers:
                                     comment)
 
     # ---- page-only events -------------------------------------------------------------------------
+    @staticmethod
+    def _overrides(seed, duration_s, tempo_bpm, key, lofi_amount, textures) -> dict:
+        """The override boxes read into Conditions fields (None: as the text says); gr.Error names a bad box."""
+        return dict(seed=_optional_number(seed, "seed", *SEED_RANGE, whole=True),
+                    duration_s=_optional_number(duration_s, "duration_s", -math.inf, math.inf),  # range: studio
+                    tempo_bpm=_optional_number(tempo_bpm, "tempo", *TEMPO_RANGE), key=key or None,
+                    lofi_amount=_optional_number(lofi_amount, "lo-fi amount", 0.0, 1.0), textures=textures or None)
+
+    def check_create(self, prompt, duration_s, tempo_bpm, key, seed, lofi_amount, textures, loop):
+        """Refuse a bad request before anything runs, with no outputs: the track on the page stays as it was."""
+        with _shown():
+            self.studio.conditions(prompt, **self._overrides(seed, duration_s, tempo_bpm, key, lofi_amount,
+                                                             textures))
+
     def create(self, prompt, duration_s, tempo_bpm, key, seed, lofi_amount, textures, loop,
                progress=gr.Progress()):
         with _shown():
-            g = self.studio.create(
-                prompt, seed=_optional_number(seed, "seed", *SEED_RANGE, whole=True), extras=True, loop=loop,
-                progress=self._progress(progress),
-                duration_s=_optional_number(duration_s, "duration_s", -math.inf, math.inf),  # range: the studio
-                tempo_bpm=_optional_number(tempo_bpm, "tempo", *TEMPO_RANGE), key=key or None,
-                lofi_amount=_optional_number(lofi_amount, "lo-fi amount", 0.0, 1.0), textures=textures or None)
+            g = self.studio.create(prompt, extras=True, loop=loop, progress=self._progress(progress),
+                                   **self._overrides(seed, duration_s, tempo_bpm, key, lofi_amount, textures))
         return self._shown_generation(g, prompt)
 
     def accompany_page(self, midi, prompt, continue_s, seed, progress=gr.Progress()):
@@ -559,8 +569,10 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
         demo.load(studio.results, None, results_out, **private)
 
         created = [c_audio, c_files, c_roll, c_conditions, c_summary, c_chart, r_gid, r_heading]
-        create_btn.click(studio.create, [prompt, o_duration, o_tempo, o_key, o_seed, o_lofi, o_textures, o_loop],
-                         created, **gen, **private)
+        create_inputs = [prompt, o_duration, o_tempo, o_key, o_seed, o_lofi, o_textures, o_loop]
+        for go in (create_btn.click, prompt.submit):        # the button, or Enter in the prompt box
+            go(studio.check_create, create_inputs, None, concurrency_limit=None, **private).success(
+                studio.create, create_inputs, created, **gen, **private)
         e_btn.click(studio.extend_page, [r_gid, e_seconds], created, **gen, **private)
         c_stems_btn.click(studio.stems, r_gid, c_stems, **gen, **private)
         v_btn.click(studio.vary_page, [r_gid, v_part], created, **gen, **private)
@@ -570,8 +582,6 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
             send(studio.chat_say, [chat_box, chatbot], [chatbot, chat_box, chat_said], concurrency_limit=None,
                  **private).success(studio.chat_answer, [chat_said, chatbot, r_gid], [chatbot, r_gid, r_heading],
                                     **gen, **private)
-        prompt.submit(studio.create, [prompt, o_duration, o_tempo, o_key, o_seed, o_lofi, o_textures, o_loop],
-                      created, **gen, **private)            # Enter in the prompt box generates
         listening = l_start.click(studio.listen, l_prompt, [l_audio, l_now], concurrency_limit=config.listeners,
                                   concurrency_id="listen", api_name="listen")
         l_stop.click(None, cancels=[listening], **private)
