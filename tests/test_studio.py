@@ -113,6 +113,12 @@ def test_extend_vary_and_score_refusals_name_the_field_and_leave_nothing(studio,
     bad.write_text("not a video")
     with pytest.raises(StudioError, match="is not a file ffmpeg can read as video"):
         studio.score_video(str(bad), "lofi")
+    import subprocess
+    long_clip = tmp_path / "long.mp4"                           # longer than this server's 60 s
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=duration=61:size=64x48:rate=5",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(long_clip)], check=True, timeout=120)
+    with pytest.raises(StudioError, match="lasts 61 s; scoring needs 5 to 60 s"):
+        studio.score_video(str(long_clip), "lofi")
     assert (_rows(studio, "generations"), sorted(studio.output_dir.iterdir())) == before
     longer = studio.extend(first.id, 3)
     assert longer.track.duration_s == 8.0 and longer.conditions.seed == first.conditions.seed

@@ -20,18 +20,18 @@ How a change lands (one *segment* of the stream per set of conditions):
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
-from text2lofi.audio.effects import Master
 from text2lofi.audio.mix import Mixer
 from text2lofi.compose.arrangement import pivot_chords
 from text2lofi.compose.composer import ComposedBar, Composer
 from text2lofi.conditions import SAMPLE_RATE, Conditions
-from text2lofi.pipeline import _fade, resolve
+from text2lofi.pipeline import master_stream, resolve
 
 # Fields that only the mixer reads: changing them keeps the composer (and the notes) going.
 MIX_ONLY = frozenset({"textures", "lofi_amount"})
@@ -164,43 +164,23 @@ class LiveStream:
         f[1] = max(0, left - n)
         return out
 
-    def _mastered(self) -> Iterator[np.ndarray]:
-        """Mastered chunks: exactly max_s seconds (fading out at the end) or endless."""
-        master = Master(target_lufs=-14.0, peak_dbfs=-1.0, sample_rate=self.sr)
-        skip, done, total = master.latency, 0, self._max
-        music = self._music()
-        try:
-            for mix in music:
-                if total is not None:
-                    mix = mix[:total - done]
-                _fade(mix, done, total if total is not None else 1 << 62, self.sr)
-                done += len(mix)
-                out = master.process(mix)
-                cut = min(skip, len(out))
-                out, skip = out[cut:], skip - cut
-                if len(out):
-                    yield out
-                if total is not None and done >= total:
-                    yield master.process(np.zeros((master.latency, 2), np.float32))[skip:]
-                    return
-        finally:
-            music.close()
-
     def _reblocked(self) -> Iterator[np.ndarray]:
-        chunks = self._mastered()
-        if self._chunk is None:
-            yield from chunks
-            return
-        buf, held = [], 0
-        for ch in chunks:
-            buf.append(ch)
-            held += len(ch)
-            while held >= self._chunk:
-                joined = np.concatenate(buf)
-                yield joined[:self._chunk]
-                buf, held = [joined[self._chunk:]], held - self._chunk
-        if held:
-            yield np.concatenate(buf)
+        """Mastered chunks (about a bar each, or chunk_s seconds); closing this closes the music under it, so the
+        synthesizers go back to the pool at once."""
+        with contextlib.closing(master_stream(self._music(), self._max, self.sr)) as chunks:
+            if self._chunk is None:
+                yield from chunks
+                return
+            buf, held = [], 0
+            for ch in chunks:
+                buf.append(ch)
+                held += len(ch)
+                while held >= self._chunk:
+                    joined = np.concatenate(buf)
+                    yield joined[:self._chunk]
+                    buf, held = [joined[self._chunk:]], held - self._chunk
+            if held:
+                yield np.concatenate(buf)
 
 
 def stream(conditions: Conditions | str, chunk_s: float | None = None, max_s: float | None = None,

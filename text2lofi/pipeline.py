@@ -485,25 +485,36 @@ def _generate_long(c, composer, mixer, n_samples, prompt, progress, timings) -> 
 
 def _stream_master(c: Conditions, composer: Composer, mixer: Mixer, n_samples: int | None,
                    progress: Progress, keep_bars: list[ComposedBar] | None = None) -> Iterator[np.ndarray]:
-    """Mastered chunks; exactly n_samples in total, or endless when n_samples is None."""
-    master = Master(target_lufs=-14.0, peak_dbfs=-1.0, sample_rate=mixer.sr)
+    """Mastered chunks of a composed track; exactly n_samples in total, or endless when n_samples is None."""
+    mixes = (mix for mix, _ in _bar_chunks(composer, mixer, n_samples, progress, keep_bars))
+    return master_stream(mixes, n_samples, mixer.sr)
+
+
+def master_stream(mixes: Iterator[np.ndarray], n_samples: int | None, sample_rate: int) -> Iterator[np.ndarray]:
+    """Pre-master chunks -> mastered chunks through one streaming master (-14 LUFS, -1 dBTP): a click-free
+    start, and with n_samples exactly that many samples ending in the FADE_OUT_S fade; endless when None."""
+    master = Master(target_lufs=-14.0, peak_dbfs=-1.0, sample_rate=sample_rate)
     skip = master.latency          # the limiter looks ahead: its first `latency` output samples are padding
+    total = n_samples if n_samples is not None else 1 << 62
     done = 0
-    for mix, _ in _bar_chunks(composer, mixer, n_samples, progress, keep_bars):
-        if n_samples is not None:
-            mix = mix[:n_samples - done]
-            _fade(mix, done, n_samples, mixer.sr)
-        elif done == 0:
-            _fade(mix, 0, 1 << 62, mixer.sr)
-        done += len(mix)
-        out = master.process(mix)
-        if skip:
+    try:
+        for mix in mixes:
+            mix = mix[:total - done]
+            _fade(mix, done, total, sample_rate)
+            done += len(mix)
+            out = master.process(mix)
             cut = min(skip, len(out))
             out, skip = out[cut:], skip - cut
-        if len(out):
-            yield out
-    if n_samples is not None:      # flush the look-ahead so the total is exactly n_samples
-        yield master.process(np.zeros((master.latency, 2), np.float32))[skip:]
+            if len(out):
+                yield out
+            if done >= total:
+                break
+        if n_samples is not None:      # flush the look-ahead so the total is exactly n_samples
+            yield master.process(np.zeros((master.latency, 2), np.float32))[skip:]
+    finally:
+        close = getattr(mixes, "close", None)
+        if close is not None:
+            close()
 
 
 UNDER_DIALOGUE_DB = -12.0     # the music's level under a video's own sound unless told otherwise
@@ -511,24 +522,26 @@ UNDER_DIALOGUE_DB = -12.0     # the music's level under a video's own sound unle
 
 def score_video(video: str | os.PathLike, prompt: str | Conditions, out: str | os.PathLike,
                 seed: int | None = None, level_db: float | None = None, keep_audio: bool = True,
-                progress: Progress | None = None, **overrides) -> Track:
+                progress: Progress | None = None, max_duration_s: float = DURATION_RANGE[1], **overrides) -> Track:
     """Music for a video, exactly as long as its cut, planned to that length (it ends on its final chord at the
     cut), written to `out` with the picture copied. A video with its own sound keeps it, the music mixed under at
-    level_db (default UNDER_DIALOGUE_DB); keep_audio=False replaces it. Returns the music's Track."""
+    level_db (default UNDER_DIALOGUE_DB); keep_audio=False replaces it. max_duration_s: the longest video taken
+    (a server's limit). Returns the music's Track."""
     from text2lofi.audio import video as av
 
     out = files.check_output_path(out, av.VIDEO_EXTENSIONS)
     info = av.probe(video)
-    if not DURATION_RANGE[0] <= info.duration_s <= DURATION_RANGE[1]:
+    longest = min(max_duration_s, DURATION_RANGE[1])
+    if not DURATION_RANGE[0] <= info.duration_s <= longest:
         raise ValueError(f"video {info.path.name} lasts {info.duration_s:g} s; scoring needs "
-                         f"{DURATION_RANGE[0]:g} to {DURATION_RANGE[1]:g} s")
+                         f"{DURATION_RANGE[0]:g} to {longest:g} s")
     track = generate(prompt, seed=seed, progress=progress, **dict(overrides, duration_s=info.duration_s))
     if level_db is None:
         level_db = UNDER_DIALOGUE_DB if keep_audio and info.has_audio else 0.0
     with tempfile.TemporaryDirectory(prefix="text2lofi-score-") as tmp:
         music = Path(tmp) / "music.wav"
         files.write_audio(music, track.iter_audio(), track.sample_rate)
-        av.mux(info.path, music, out, level_db=level_db, keep_audio=keep_audio)
+        av.mux(info, music, out, level_db=level_db, keep_audio=keep_audio)
     track.metadata["video"] = {"source": info.path.name, "duration_s": info.duration_s, "level_db": level_db,
                                "kept_audio": keep_audio and info.has_audio, "output": str(out)}
     return track

@@ -67,6 +67,7 @@ class ComparePool:
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     skipped: dict[str, str] = field(default_factory=dict)    # system -> why it has no clips
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _results: tuple | None = None                               # (what it was computed from, results)
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
@@ -116,10 +117,11 @@ class ComparePool:
             mine = [r for r in rows if r["rater_id"] == rater_id and r["quality"] and not r["repeat_of"]]
             repeated = {r["repeat_of"] for r in rows if r["repeat_of"]}
             fresh = [r for r in mine if r["pair_id"] not in repeated and (prompt is None or r["prompt"] == prompt)]
+            paths = {c["id"]: Path(c["path"]) for clips in ready.values() for c in clips}
+            fresh = [r for r in fresh if r["clip_a"] in paths and r["clip_b"] in paths]
             if len(mine) >= REPEAT_AFTER and fresh and self.rng.random() < REPEAT_SHARE:
                 r = fresh[int(self.rng.integers(len(fresh)))]
-                p = self.store.pair(r["pair_id"])
-                return self._show(rater_id, p["prompt"], p["clip_b"], p["clip_a"], repeat_of=p["id"])
+                return self._show(rater_id, r["prompt"], r["clip_b"], r["clip_a"], paths, repeat_of=r["pair_id"])
             prompts = [prompt] if prompt is not None else list(self.config.prompts)
             cells = [(pr, a, b) for pr in prompts for i, a in enumerate(self.config.systems)
                      for b in self.config.systems[i + 1:] if ready.get((pr, a)) and ready.get((pr, b))]
@@ -138,21 +140,19 @@ class ComparePool:
             clip_b = ready[(pr, b)][int(self.rng.integers(len(ready[(pr, b)])))]
             if self.rng.random() < 0.5:
                 clip_a, clip_b = clip_b, clip_a
-            return self._show(rater_id, pr, clip_a["id"], clip_b["id"])
+            return self._show(rater_id, pr, clip_a["id"], clip_b["id"], paths)
 
-    def _show(self, rater_id: str, prompt: str, clip_a: str, clip_b: str, repeat_of: str | None = None) -> ShownPair:
+    def _show(self, rater_id: str, prompt: str, clip_a: str, clip_b: str, paths: dict[str, Path],
+              repeat_of: str | None = None) -> ShownPair:
         pid = self.store.record_pair(rater_id, prompt, clip_a, clip_b, repeat_of)
-        paths = {c["id"]: Path(c["path"]) for c in self.store.clips()}
         return ShownPair(pid, prompt, paths[clip_a], paths[clip_b])
 
     def vote(self, pair_id: str, rater_id: str, quality: str, match: str, comment: str = "",
              now: datetime | None = None) -> dict:
         """A rater's answer on a pair they were shown, once they had time to hear both clips."""
-        from text2lofi.app.survey import CHOICES
+        from text2lofi.app.survey import check_choices
 
-        for name, value in (("quality", quality), ("match", match)):        # the answer first, then the timing
-            if value not in CHOICES:
-                raise ValueError(f"{name} must be one of {', '.join(CHOICES)}, got {value!r}")
+        check_choices(quality, match)                                        # the answer first, then the timing
         p = self.store.pair(pair_id) if isinstance(pair_id, str) else None
         if p is None:
             raise ValueError(f"pair_id {pair_id!r} is unknown: draw a pair first")
@@ -171,6 +171,13 @@ class ComparePool:
         from text2lofi.app.survey import PAIR_QUESTIONS
 
         rows = [r for r in self.store.pair_rows() if r["quality"]]
+        scores = self.store.ratings()
+        # The bootstrap is the costly part and the Results tab asks on every page load: reuse the results until a
+        # vote or a rating is added or changed.
+        key = (n_boot, tuple((r["pair_id"], r["quality"], r["match"]) for r in rows),
+               tuple(tuple(s.values()) for s in scores))
+        if self._results is not None and self._results[0] == key:
+            return self._results[1]
         first = [r for r in rows if not r["repeat_of"]]
         out: dict = {"votes": len(first), "raters": len({r["rater_id"] for r in rows}), "questions": {}}
         for q in PAIR_QUESTIONS:
@@ -182,9 +189,9 @@ class ComparePool:
             (winner(by_id[r["repeat_of"]], "quality"), winner(r, "quality"))
             for r in rows if r["repeat_of"] in by_id)
         out["votes_needed"] = {p: votes_needed(p) for p in (0.6, 0.65, 0.7, 0.75)}
-        scores = self.store.ratings()
         out["likert"] = {q: mean_interval([s[q] for s in scores]) + (len(scores),) for q in ("clarity", "quality",
                                                                                                 "match")}
+        self._results = (key, out)
         return out
 
 

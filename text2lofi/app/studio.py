@@ -30,7 +30,6 @@ from text2lofi.conditions import DURATION_RANGE, Conditions
 from text2lofi.live import LiveStream, stream
 from text2lofi.compose.given import read_given
 from text2lofi.audio.files import atomic_path
-from text2lofi.audio.video import probe
 from text2lofi.pipeline import (PARTS, Progress, Track, accompany, extend, generate, remake, resolve, score_video,
                                 vary)
 
@@ -229,15 +228,11 @@ class Studio:
         folder = Path(tempfile.mkdtemp(prefix="video-", dir=self.output_dir))
         out = folder / ("scored" + (Path(video_path).suffix.lower() or ".mp4"))
         try:
-            info = probe(video_path)
-            self.check_duration(info.duration_s, "the video's length")
             g = self._made(prompt, False, lambda: score_video(video_path, prompt, out, seed, level_db, keep_audio,
-                                                              progress))
-        except ValueError as exc:                 # StudioError included: nothing of this request stays on disk
+                                                              progress, max_duration_s=self.max_duration_s))
+        except StudioError:                       # nothing of this request stays on disk
             shutil.rmtree(folder, ignore_errors=True)
-            if isinstance(exc, StudioError):
-                raise
-            raise StudioError(str(exc)) from exc
+            raise
         g.files["video"] = out
         return out, g
 

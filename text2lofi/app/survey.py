@@ -175,6 +175,13 @@ def _check_score(name: str, value: Any) -> int:
     return score
 
 
+def check_choices(quality: Any, match: Any) -> None:
+    """A paired vote's answers: each one of CHOICES; ValueError names the field."""
+    for name, value in zip(PAIR_QUESTIONS, (quality, match)):
+        if value not in CHOICES:
+            raise ValueError(f"{name} must be one of {', '.join(CHOICES)}, got {value!r}")
+
+
 class SurveyStore:
     """Generations and ratings in one database; safe to share between threads."""
 
@@ -284,9 +291,7 @@ class SurveyStore:
 
     def vote(self, pair_id: str, quality: str, match: str, comment: str = "") -> dict:
         """Store the vote on a pair (voting again on the same pair replaces it). ValueError names the field."""
-        for name, value in (("quality", quality), ("match", match)):
-            if value not in CHOICES:
-                raise ValueError(f"{name} must be one of {', '.join(CHOICES)}, got {value!r}")
+        check_choices(quality, match)
         comment = "" if comment is None else comment
         if not isinstance(comment, str) or len(comment) > MAX_COMMENT_CHARS:
             raise ValueError(f"comment must be text of at most {MAX_COMMENT_CHARS} characters")
@@ -301,16 +306,19 @@ class SurveyStore:
         return {"pair_id": pair_id, "quality": quality, "match": match, "comment": comment}
 
     def pair_rows(self) -> list[dict]:
-        """Every shown pair with its systems, position and vote (None if not voted), oldest first."""
+        """Every shown pair with its clips, their systems (in A/B order) and its vote (None if not voted), oldest
+        first."""
         with Session(self.engine) as s:
             a, b = _Clip.__table__.alias("a"), _Clip.__table__.alias("b")
             q = (select(_Pair.id, _Pair.rater_id, _Pair.prompt, _Pair.repeat_of, _Pair.shown_at, a.c.system,
-                        b.c.system, _Vote.quality, _Vote.match, _Vote.comment, _Vote.created_at)
+                        b.c.system, _Vote.quality, _Vote.match, _Vote.comment, _Vote.created_at, _Pair.clip_a,
+                        _Pair.clip_b)
                  .join(a, a.c.id == _Pair.clip_a).join(b, b.c.id == _Pair.clip_b)
                  .outerjoin(_Vote, _Vote.pair_id == _Pair.id).order_by(_Pair.shown_at, _Pair.id))
             return [{"pair_id": r[0], "rater_id": r[1], "prompt": r[2], "repeat_of": r[3],
                      "shown_at": _iso(r[4]), "system_a": r[5], "system_b": r[6], "quality": r[7], "match": r[8],
-                     "comment": r[9], "voted_at": None if r[10] is None else _iso(r[10])} for r in s.execute(q)]
+                     "comment": r[9], "voted_at": None if r[10] is None else _iso(r[10]), "clip_a": r[11],
+                     "clip_b": r[12]} for r in s.execute(q)]
 
     def export_pairs_csv(self, password: str | None) -> str:
         """Admin: every shown pair with both systems, which one played as A, and the vote."""

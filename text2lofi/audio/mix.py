@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,6 +25,36 @@ def synth_pool(sample_rate: int) -> SynthPool:
         if sample_rate not in _POOLS:
             _POOLS[sample_rate] = SynthPool(sample_rate)
         return _POOLS[sample_rate]
+
+
+@dataclass
+class _FadingBed:
+    """A texture bed under an equal-power gain ramp from `start` to `end` over `length` samples (`done` so far)."""
+    bed: TextureBed
+    start: float = 1.0
+    end: float = 1.0
+    length: int = 1
+    done: int = 1
+
+    def ramp(self, start: float, end: float, n: int) -> None:
+        self.start, self.end, self.length, self.done = start, end, max(1, n), 0
+
+    def gain_now(self) -> float:
+        t = min(self.done / self.length, 1.0)
+        return float(np.sqrt(self.start ** 2 + (self.end ** 2 - self.start ** 2) * t))
+
+    @property
+    def gone(self) -> bool:
+        """Faded out completely: the mixer drops it."""
+        return self.end <= 0 and self.done >= self.length
+
+    def render(self, n: int) -> np.ndarray:
+        audio, done = self.bed.render(n), self.done
+        self.done += n
+        if done >= self.length and self.end == 1.0:
+            return audio
+        t = np.clip((done + np.arange(n)) / self.length, 0.0, 1.0)
+        return audio * np.sqrt(self.start ** 2 + (self.end ** 2 - self.start ** 2) * t).astype(np.float32)[:, None]
 
 
 class Mixer:
@@ -50,10 +81,8 @@ class Mixer:
         for synth in self.synths.values():
             synth.start_at(origin)
         self.chain = LofiChain(c.lofi_amount, sample_rate=sample_rate, seed=c.seed)
-        # Texture beds sounding, each [bed, gain from, gain to, ramp length, ramp done] (equal-power ramps):
-        # one at full level, or old and new ones cross-fading after change_textures().
-        self._beds = [[TextureBed(c.textures, sample_rate=sample_rate, seed=c.seed), 1.0, 1.0, 1, 1]] \
-            if c.textures else []
+        # Texture beds sounding: one at full level, or old and new ones cross-fading after change_textures().
+        self._beds = [_FadingBed(TextureBed(c.textures, sample_rate=sample_rate, seed=c.seed))] if c.textures else []
         self.gains = {k: v for k, v in (gains or {}).items() if k in self.synths}
         self._measuring: dict[str, list[np.ndarray]] = {}      # stem -> sounding audio not yet measured
         self._chain_skip = self.chain.latency   # wow/flutter delays the music; trimmed so audio matches the MIDI
@@ -96,38 +125,23 @@ class Mixer:
         if len(out) < n:      # only while the delay is being trimmed: pad, never shift the grid
             out = np.concatenate([np.zeros((n - len(out), 2), np.float32), out])
         if self._beds:             # the texture bed is a stem too (after the chain: the chain never touches it)
-            balanced["textures"] = sum(self._bed_chunk(entry, n) for entry in self._beds)
+            balanced["textures"] = sum(b.render(n) for b in self._beds)
             out = out + balanced["textures"]
-        self._beds = [b for b in self._beds if b[2] > 0 or b[4] < b[3]]      # faded-out beds are dropped
+        self._beds = [b for b in self._beds if not b.gone]
         return out.astype(np.float32, copy=False), balanced
 
     def fade_in_textures(self, n: int) -> None:
         """The texture beds rise from silence over the next n samples (a steered stream's new mixer)."""
         for b in self._beds:
-            b[1:] = [0.0, 1.0, max(1, n), 0]
+            b.ramp(0.0, 1.0, n)
 
     def change_textures(self, textures: list[str], n: int) -> None:
         """Cross-fade over the next n samples from the textures sounding now to `textures` (music untouched)."""
         for b in self._beds:
-            b[1:] = [self._gain_now(b), 0.0, max(1, n), 0]
+            b.ramp(b.gain_now(), 0.0, n)
         if textures:
-            self._beds.append([TextureBed(textures, sample_rate=self.sr, seed=self.c.seed), 0.0, 1.0, max(1, n), 0])
-
-    @staticmethod
-    def _gain_now(b: list) -> float:
-        _, g0, g1, length, done = b
-        t = min(done / length, 1.0)
-        return float(np.sqrt(g0 ** 2 + (g1 ** 2 - g0 ** 2) * t))
-
-    @staticmethod
-    def _bed_chunk(b: list, n: int) -> np.ndarray:
-        bed, g0, g1, length, done = b
-        audio = bed.render(n)
-        b[4] = done + n
-        if done >= length and g1 == 1.0:
-            return audio
-        t = np.clip((done + np.arange(n)) / length, 0.0, 1.0)
-        return audio * np.sqrt(g0 ** 2 + (g1 ** 2 - g0 ** 2) * t).astype(np.float32)[:, None]
+            self._beds.append(_FadingBed(TextureBed(textures, sample_rate=self.sr, seed=self.c.seed)))
+            self._beds[-1].ramp(0.0, 1.0, n)
 
     def close(self) -> None:
         """Give the synthesizers back to the pool (reset there)."""

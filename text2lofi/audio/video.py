@@ -2,7 +2,7 @@
 as it is (never re-encoded). The system's ffmpeg/ffprobe do the work (scripts/setup.sh installs them).
 
     info = probe("cut.mp4")                  # -> VideoInfo(duration_s, has_audio, ...) or ValueError naming the file
-    mux("cut.mp4", "music.wav", "scored.mp4", level_db=-12.0, keep_audio=True)
+    mux(info, "music.wav", "scored.mp4", level_db=-12.0, keep_audio=True)
 """
 from __future__ import annotations
 
@@ -63,12 +63,11 @@ def probe(path: str | os.PathLike) -> VideoInfo:
                      video[0].get("codec_name", "?"))
 
 
-def mux(video: str | os.PathLike, music: str | os.PathLike, out: str | os.PathLike, level_db: float = 0.0,
+def mux(info: VideoInfo, music: str | os.PathLike, out: str | os.PathLike, level_db: float = 0.0,
         keep_audio: bool = True) -> Path:
-    """The video's picture copied, with `music` (a WAV as long as the video) as its sound at level_db; with
-    keep_audio and a video that has sound, the music is mixed under that sound instead. Written atomically:
+    """The probed video's picture copied, with `music` (a WAV as long as the video) as its sound at level_db;
+    with keep_audio and a video that has sound, the music is mixed under that sound instead. Written atomically:
     on any failure nothing is left at `out`."""
-    info = probe(video)
     out = Path(out)
     if out.suffix.lower() not in VIDEO_EXTENSIONS:
         raise ValueError(f"output must end in one of {', '.join(VIDEO_EXTENSIONS)}, got {out.name}")
