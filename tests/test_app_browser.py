@@ -103,7 +103,7 @@ def test_extend_and_vary_a_track_then_score_a_video(page, tmp_path):
     page.get_by_label("Describe your track").fill("rainy night study beats")
     _open(page, "Override what the text says", page.get_by_label("Duration (s)"))
     page.get_by_label("Duration (s)").fill("6")
-    page.locator("#generate").click()
+    page.get_by_label("Describe your track").press("Enter")          # Enter in the prompt box generates
     summary = page.locator("#track-summary")
     sync_api.expect(summary).to_contain_text("· 6 s ·", timeout=GENERATION_TIMEOUT_MS)
     seed = re.search(r"seed (\d+)", summary.inner_text()).group(1)

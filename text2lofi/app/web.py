@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import uuid
 from typing import Any, Callable
 
 import gradio as gr
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from text2lofi.app.serve import AppConfig
 from text2lofi.app.studio import SEED_RANGE, Studio, StudioError, describe
@@ -59,6 +60,9 @@ def _optional_number(text: str | None, name: str, lo: float, hi: float, whole: b
         kind = "a whole number" if whole else "a number"
         raise gr.Error(f"{name} must be {kind} from {lo:g} to {hi:g}, got {text}")
     return value
+
+
+_PLOTTING = threading.Lock()
 
 
 def survey_table(summary: dict) -> list[list[Any]]:
@@ -131,11 +135,14 @@ def compare_view(results: dict, systems: tuple[str, ...]) -> tuple[str, list, li
             ax.errorbar(s, np.arange(len(names)) + 0.15 * k, xerr=err, fmt="o", capsize=3, label=q)
         ax.set_yticks(np.arange(len(names)) + 0.075, names)
         ax.set_xscale("log")
+        # Plain tick labels: the default log labels go through mathtext, whose parser is not thread-safe.
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend()
+        ax.set_xlabel("Bradley-Terry strength (log scale, 95% interval)")
     else:
         ax.text(0.5, 0.5, "no votes yet", ha="center", va="center", transform=ax.transAxes)
-        ax.set_yticks([])
-    ax.set_xlabel("Bradley-Terry strength (log scale, 95% interval)")
+        ax.set_axis_off()
     fig.tight_layout()
     return summary, pairs, ranking, fig
 
@@ -243,7 +250,7 @@ class _Handlers:
         with _shown():
             if not generation_id:
                 raise StudioError("no track yet: generate one first")
-            return str(self.studio.stems_zip(generation_id, self._progress(progress)))
+            return gr.File(str(self.studio.stems_zip(generation_id, self._progress(progress))), visible=True)
 
     def extend_page(self, generation_id, seconds, progress=gr.Progress()):
         with _shown():
@@ -353,8 +360,10 @@ class _Handlers:
         else:
             counts = (f"No ratings yet ({_plural(summary['generations'], 'track')} generated). Make a track, "
                       "listen, and rate it in the Rate tab; the table and chart fill in here.")
-        return (counts, survey_table(summary), survey_plot(summary),
-                *compare_view(self.studio.compare.results(), self.studio.compare.config.systems))
+        compared = self.studio.compare.results()
+        with _PLOTTING:             # matplotlib's text layout is not thread-safe; several Results loads overlap
+            return (counts, survey_table(summary), survey_plot(summary),
+                    *compare_view(compared, self.studio.compare.config.systems))
 
     def export(self, password: str):
         with _shown():
@@ -400,7 +409,9 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
             with gr.Tab("Create", id="create"):
                 with gr.Row():
                     with gr.Column(scale=3):
-                        prompt = gr.Textbox(label="Describe your track", lines=2, elem_id="prompt",
+                        # lines=1 (growing to 4): Enter generates, Shift+Enter is a new line (Gradio submits on
+                        # Enter only when a box starts as one line).
+                        prompt = gr.Textbox(label="Describe your track", lines=1, max_lines=4, elem_id="prompt",
                                             placeholder="rainy night study beats, 4 minutes")
                         gr.Examples(EXAMPLES, inputs=prompt)
                         with gr.Accordion("Override what the text says (optional)", open=False):
@@ -432,7 +443,7 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                         with gr.Row():
                             c_stems_btn = gr.Button("Stems (zip): piano, drums, bass, textures", size="sm",
                                                     elem_id="stems")
-                            c_stems = gr.File(label="Stems", elem_id="stems-file")
+                            c_stems = gr.File(label="Stems", elem_id="stems-file", visible=False)
                         c_roll = gr.Image(label="Piano roll", type="filepath", interactive=False)
                         with gr.Accordion("Chord chart (one chord per bar)", open=True):
                             c_chart = gr.Markdown(elem_id="chord-chart")
