@@ -1,6 +1,7 @@
 """generate(): what a listener would notice — exact length, loudness, one tempo grid, key, parts, determinism,
 files on disk, clear errors for bad output paths. Uses the shipped checkpoints, FluidSynth and pedalboard."""
 import json
+import os
 import subprocess
 import sys
 
@@ -240,7 +241,7 @@ def test_cli_names_every_file_it_writes_and_edits_a_tracks_sidecar(tmp_path):
     run = [sys.executable, "-m", "text2lofi"]
     r = subprocess.run(run + ["generate", "lofi with rain, 5 seconds", "-o", str(tmp_path / "t.wav"), "--midi",
                               str(tmp_path / "t.mid"), "--stems", str(tmp_path / "stems"), "--seed", "2", "-q"],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "CI": "1"})
     assert r.returncode == 0, r.stderr
     named = {line.split(":")[0].removeprefix("wrote ") for line in r.stdout.splitlines()}
     on_disk = {str(p) for p in tmp_path.rglob("*") if p.is_file()}

@@ -170,12 +170,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _load_fluidsynth() -> None:
+    """Load pyfluidsynth now, through the one import that sends its chatter to stderr: with $CI set it prints
+    where it found the library on stdout, and pretty_midi imports it too; stdout is the CLI's answer."""
+    from text2lofi.audio.render import load_fluidsynth
+    try:
+        load_fluidsynth()
+    except ImportError:
+        pass    # said with what to install when something first renders
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:
         module = importlib.import_module(DELEGATED[argv[0]][0])
         return module.main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
+    _load_fluidsynth()
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -6,8 +6,10 @@ forward, and a chunked render equals a one-shot render of the same notes bit for
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import heapq
+import sys
 import threading
 from collections import Counter
 from contextlib import contextmanager
@@ -49,10 +51,13 @@ SILENCE_LUFS = -70.0      # BS.1770 absolute gate: anything quieter counts as si
 
 
 # ---- locating FluidSynth and a soundfont -----------------------------------------------------------
-def _fluidsynth():
+def load_fluidsynth():
     """Import pyfluidsynth, turning a missing system library into an error that says what to install."""
     try:
-        import fluidsynth
+        # pyfluidsynth prints where it found the library to stdout when $CI is set; stdout is the CLI's answer
+        # (the files it wrote), so that line goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            import fluidsynth
     except (ImportError, OSError) as exc:
         raise ImportError(
             "FluidSynth's system library was not found: install Debian's libfluidsynth3 "
@@ -103,7 +108,7 @@ class PartSynth:
                  soundfont: Path | str | None = None):
         if kind not in PART_KINDS:
             raise ValueError(f"kind must be one of {', '.join(PART_KINDS)}, got {kind!r}")
-        self._fluidsynth = _fluidsynth()
+        self._fluidsynth = load_fluidsynth()
         path = find_soundfont() if soundfont is None else find_soundfont([soundfont])
         self.kind, self.program, self.sample_rate, self.soundfont = kind, int(program), int(sample_rate), path
         self.channel = DRUM_CHANNEL if kind == "drums" else 0
