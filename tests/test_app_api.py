@@ -12,7 +12,7 @@ from pathlib import Path
 import pretty_midi
 import pytest
 from gradio_client import Client
-from gradio_client.exceptions import AppError
+from gradio_client.exceptions import AppError, ValidationError
 from pedalboard.io import AudioFile
 
 from text2lofi.app.survey import SurveyStore
@@ -20,6 +20,9 @@ from text2lofi.app.survey import SurveyStore
 pytestmark = pytest.mark.e2e
 
 SR = 44100
+# A bad argument is refused when queued (ValidationError, HTTP 422); what needs the work's own knowledge (a length
+# over the server's limit, a file ffmpeg cannot read) is refused when it runs (AppError).
+REFUSED = (AppError, ValidationError)
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +88,18 @@ def test_rate_stores_one_row_per_rater_and_updates_it(client, generated, app):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("no-such-generation", 3, 3, 3, ""), "unknown generation_id"),
-    ((None, 0, 3, 3, ""), "less than minimum value 1"),
-    ((None, 3, 9, 3, ""), "greater than maximum value 5"),
+    (("no-such-generation", 3, 3, 3, ""), "generation_id 'no-such-generation' is not an id from this server"),
+    (("1b4e28ba-2fa1-41d2-883f-0016d3cca427", 3, 3, 3, ""), "unknown generation_id"),
+    ((None, 0, 3, 3, ""), "clarity must be from 1 to 5, got 0"),
+    ((None, 3, 9, 3, ""), "quality must be from 1 to 5, got 9"),
+    ((None, 4.5, 3, 3, ""), "clarity must be a whole number, got 4.5"),
+    ((None, True, 3, 3, ""), "clarity must be a number, got True"),
     ((None, 3, 3, 3, "x" * 100_000), "limit is 2000"),
 ])
 def test_bad_rating_is_refused_clearly_and_stores_nothing(client, generated, app, args, message):
     args = (args[0] or generated[2]["generation_id"], *args[1:])
     before = _count(app[1], "ratings")
-    with pytest.raises(AppError, match=message):
+    with pytest.raises(REFUSED, match=message):
         client.predict(*args, api_name="/rate")
     assert _count(app[1], "ratings") == before
 
@@ -102,10 +108,12 @@ def test_bad_rating_is_refused_clearly_and_stores_nothing(client, generated, app
     (("rainy night", 2.0, None), "5 to 600 s"),
     (("   ", 6.0, None), "prompt is empty"),
     (("rainy night", 6.0, -4), "seed must be"),
+    (("rainy night", 6.0, 1.5), "seed must be a whole number, got 1.5"),
+    (("x" * 5000, 6.0, None), "prompt is 5000 characters; the limit is 2000"),
 ])
 def test_bad_generate_is_refused_clearly_and_stores_nothing(client, app, args, message):
     before = _count(app[1], "generations")
-    with pytest.raises(AppError, match=message):
+    with pytest.raises(REFUSED, match=message):
         client.predict(*args, api_name="/generate")
     assert _count(app[1], "generations") == before
 
@@ -211,9 +219,9 @@ def test_loop_extend_vary_and_score_a_video_through_the_api(client, generated, t
     assert longer[2]["duration_s"] == 10.0
     varied = client.predict(gid, "drums", 4, 0, api_name="/vary")
     assert varied[2]["duration_s"] == 6.0 and varied[2]["generation_id"] != gid
-    with pytest.raises(AppError, match="part must be one of piano, drums, bass"):
+    with pytest.raises(REFUSED, match="part must be one of piano, drums, bass"):
         client.predict(gid, "guitar", 4, None, api_name="/vary")
-    with pytest.raises(AppError, match="generation_id 'nope' is unknown"):
+    with pytest.raises(REFUSED, match="generation_id 'nope' is not an id from this server"):
         client.predict("nope", 4.0, api_name="/extend")
     clip = tmp_path / "clip.mp4"
     import subprocess
@@ -247,7 +255,7 @@ def test_blind_pairs_name_no_system_and_votes_are_stored(app, client):
     blobs = Path(path_a).read_bytes().lower() + Path(path_b).read_bytes().lower()
     for name in ("rwkv", "markov", "convlstm", "real", "pop909", "piano@"):
         assert name not in seen and name.encode() not in blobs
-    with pytest.raises(AppError, match="quality must be one of A, B, same"):
+    with pytest.raises(REFUSED, match="quality must be one of A, B, same"):
         client.predict(pair["pair_id"], "C", "A", "", api_name="/survey_vote")
     time.sleep(1.2)                                               # the test app opens votes after 1 s
     with pytest.raises(AppError, match="belongs to another listener"):
@@ -275,5 +283,5 @@ def test_refine_edits_a_generation_and_keeps_its_seed_and_length(client, generat
     c0, c1 = info["conditions"], edited["conditions"]
     assert c1["tempo_bpm"] < c0["tempo_bpm"] and (c1["seed"], c1["duration_s"]) == (11, 6.0)
     assert (c1["key"], c1["mode"]) == (c0["key"], c0["mode"])
-    with pytest.raises(AppError, match="generation_id 'nope' is unknown"):
+    with pytest.raises(REFUSED, match="generation_id 'nope' is not an id from this server"):
         client.predict("nope", "slower", api_name="/refine")

@@ -9,6 +9,7 @@ ones (and the endless streams of text2lofi.live) use a streaming master whose ga
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import secrets
@@ -23,6 +24,7 @@ import numpy as np
 import pretty_midi
 
 from text2lofi.audio import files
+from text2lofi.audio.files import NoSpace
 from text2lofi.audio.effects import Master, master_to_lufs
 from text2lofi.audio.mix import Mixer
 from text2lofi.audio.render import piano_program_for
@@ -38,6 +40,7 @@ FADE_OUT_S = 4.0              # the ending fades over the last seconds (the fina
 FADE_IN_S = 0.01              # no click at t = 0
 LOOP_TAIL_S = 2.0             # a loop's ringing end and texture cross-fade, wrapped onto its start
 STAGES = ("interpreting", "composing", "rendering", "mastering")
+RAW_PREFIX, RAW_SUFFIX = "text2lofi-", ".f32"   # a long track's samples: <tmp>/text2lofi-<pid>-*.f32
 
 Progress = Callable[[str, float], None]
 
@@ -467,14 +470,17 @@ def _generate_long(c, composer, mixer, n_samples, prompt, progress, timings) -> 
     """Long tracks: stream mastered float32 chunks to a temporary raw file and memory-map it (flat RSS)."""
     t1 = time.perf_counter()
     bars: list[ComposedBar] | None = [] if c.duration_s <= MIDI_MAX_S else None
-    fd, raw = tempfile.mkstemp(prefix="text2lofi-", suffix=".f32")
+    # The writer's pid is in the name so a later start can tell a file left by a killed process (app.guard).
+    fd, raw = tempfile.mkstemp(prefix=f"{RAW_PREFIX}{os.getpid()}-", suffix=RAW_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             for chunk in _stream_master(c, composer, mixer, n_samples, progress, bars):
                 f.write(chunk.tobytes())
         audio = np.memmap(raw, dtype=np.float32, mode="r", shape=(n_samples, 2))
-    except BaseException:
+    except BaseException as exc:
         os.unlink(raw)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise NoSpace(Path(raw).parent) from exc
         raise
     timings["compose_render_mix_master"] = time.perf_counter() - t1
     midi = None if bars is None else bars_to_midi(bars, c, piano_program_for(c.mood), mixer.sr, n_samples)

@@ -1,7 +1,8 @@
 """Serve the page and the API: `python app.py [options]` and `text2lofi serve [options]` are this one command.
 
 Environment: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (where to listen), TEXT2LOFI_DB_URL (survey database,
-default a SQLite file in the user's data folder), TEXT2LOFI_ADMIN_PASSWORD (CSV export and comments).
+default a SQLite file in the user's data folder), TEXT2LOFI_ADMIN_PASSWORD (CSV export and comments; blank: off).
+Limits, retention and lanes are described in docs/reliability.md.
 """
 from __future__ import annotations
 
@@ -10,21 +11,37 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import platformdirs
+
 from text2lofi.app.compare import CompareConfig
+from text2lofi.app.guard import Limits, Retention
 
 # Largest upload the server takes: a video to score (a 5-minute 720p clip is ~50-100 MB) or a MIDI file.
 MAX_UPLOAD = "100mb"
 
 
+def default_output_dir() -> Path:
+    """One folder for everything the app writes (tracks, Gradio's copies, exports), kept by `Retention`."""
+    return Path(platformdirs.user_cache_dir("text2lofi")) / "outputs"
+
+
 @dataclass
 class AppConfig:
-    output_dir: Path | None = None    # where tracks are written; None: a fresh temporary folder per app
+    output_dir: Path | None = None    # where tracks are written; None: default_output_dir()
     max_duration_s: float = 600.0     # longest track one request may ask for (CPU time is shared)
     concurrency: int = 2              # generations running at once (each keeps about one core busy)
-    queue_size: int = 64              # waiting requests beyond this are refused instead of piling up
+    queue_size: int = 64              # generations allowed to wait; beyond, callers hear "busy, try again in N s"
+    queue_total: int = 4096           # every waiting event of every lane together (ratings drain at once)
     listen_chunk_s: float = 4.0       # seconds of audio per "listen forever" message
     listeners: int = 4                # simultaneous endless streams (each holds a worker thread)
+    limits: Limits = field(default_factory=Limits)
+    retention: Retention = field(default_factory=Retention)
     compare: CompareConfig = field(default_factory=CompareConfig)    # the blind comparison's systems and clips
+
+    @property
+    def threads(self) -> int:
+        """Worker threads: every running generation and stream holds one; ratings and page loads need the rest."""
+        return self.concurrency + self.listeners + 64
 
 
 def build_parser(prog: str = "text2lofi serve") -> argparse.ArgumentParser:
@@ -35,10 +52,25 @@ def build_parser(prog: str = "text2lofi serve") -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                    help="port (default 7860, or GRADIO_SERVER_PORT)")
     p.add_argument("--db-url", default=None, help="survey database URL (default TEXT2LOFI_DB_URL or SQLite)")
-    p.add_argument("--output-dir", type=Path, default=None, help="where tracks are written (default: temp)")
+    p.add_argument("--output-dir", type=Path, default=None,
+                   help=f"where everything the app writes goes (default {default_output_dir()})")
     p.add_argument("--max-duration", type=float, default=defaults.max_duration_s, help="longest track, s")
     p.add_argument("--concurrency", type=int, default=defaults.concurrency, help="generations at once")
-    p.add_argument("--queue-size", type=int, default=defaults.queue_size, help="requests allowed to wait")
+    p.add_argument("--queue-size", type=int, default=defaults.queue_size,
+                   help="generations allowed to wait; more get 'busy, try again in N s'")
+    limits, keep = defaults.limits, defaults.retention
+    p.add_argument("--starts-per-minute", type=int, default=limits.starts_per_minute,
+                   help="generations one client (IP address) may start per minute")
+    p.add_argument("--streams-per-client", type=int, default=limits.streams_per_client,
+                   help="endless streams one client may hold at once")
+    p.add_argument("--ratings-per-minute", type=int, default=limits.ratings_per_minute,
+                   help="ratings and votes one rater may write per minute")
+    p.add_argument("--admin-free-tries", type=int, default=limits.admin_free_tries,
+                   help="wrong admin passwords before a client waits (30 s, doubling)")
+    p.add_argument("--keep-hours", type=float, default=keep.max_age_s / 3600,
+                   help="generations older than this are removed")
+    p.add_argument("--keep-gb", type=float, default=keep.max_bytes / 1024**3,
+                   help="the oldest generations are removed while the output folder holds more")
     p.add_argument("--compare-systems", default=",".join(defaults.compare.systems),
                    help="systems in the blind comparison, comma-separated (rwkv, markov, convlstm, real)")
     p.add_argument("--compare-prompts", default=";".join(defaults.compare.prompts),
@@ -66,11 +98,18 @@ def main(argv: list[str] | None = None, prog: str = "text2lofi serve") -> int:
                             prompts=tuple(p.strip() for p in args.compare_prompts.split(";") if p.strip()),
                             clip_s=args.compare_clip_s, seeds=args.compare_seeds,
                             min_listen_s=args.compare_min_listen_s)
-    config = AppConfig(output_dir=args.output_dir, max_duration_s=args.max_duration,
-                       concurrency=args.concurrency, queue_size=args.queue_size, compare=compare)
+    limits = Limits(starts_per_minute=args.starts_per_minute, streams_per_client=args.streams_per_client,
+                    ratings_per_minute=args.ratings_per_minute, admin_free_tries=args.admin_free_tries)
+    retention = Retention(max_age_s=args.keep_hours * 3600, max_bytes=int(args.keep_gb * 1024**3))
+    config = AppConfig(output_dir=args.output_dir or default_output_dir(), max_duration_s=args.max_duration,
+                       concurrency=args.concurrency, queue_size=args.queue_size, compare=compare, limits=limits,
+                       retention=retention)
     demo = build_app(SurveyStore(args.db_url), config)
     demo.studio.compare.start_filling()      # the pool renders in the background; pairs appear as clips land
-    demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD)
+    # No monitoring dashboard (it shows every request to whoever holds its URL); uploads (a video to score, a
+    # MIDI file) are capped; threads: see AppConfig.threads.
+    demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, enable_monitoring=False,
+                max_threads=config.threads)
     return 0
 
 

@@ -13,6 +13,8 @@ the same methods in-process.
 from __future__ import annotations
 
 import collections
+import errno
+import re
 import secrets
 import shutil
 import tempfile
@@ -29,16 +31,42 @@ from text2lofi.app.survey import SurveyStore
 from text2lofi.conditions import DURATION_RANGE, Conditions
 from text2lofi.live import LiveStream, stream
 from text2lofi.compose.given import read_given
-from text2lofi.audio.files import atomic_path
+from text2lofi.audio.files import NoSpace, atomic_path
 from text2lofi.pipeline import (PARTS, Progress, Track, accompany, extend, generate, remake, resolve, score_video,
                                 vary)
 
 SEED_RANGE = (0, 2**31 - 1)       # Conditions keep 31-bit seeds
+MAX_PROMPT_CHARS = 2000           # longest text a request may carry (a paragraph; the interpreter reads ~100 words)
+# Generation and pair ids are uuid4 text (survey.record_generation); anything else is refused before a lookup.
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 HISTORY_SIZE = 50                 # generations `history()` remembers, newest first
 
 
 class StudioError(ValueError):
     """A request the studio refuses; the message names the field and says what is allowed."""
+
+
+def shown(value, limit: int = 60) -> str:
+    """A value quoted in a message, cut to `limit` characters (a 1 MB id is never echoed back)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def check_prompt(prompt, field: str = "prompt", example: str = "rainy night study beats, 2 minutes") -> str:
+    """Text of 1..MAX_PROMPT_CHARS characters; StudioError names the field."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise StudioError(f"{field} is empty: type what you want to hear, e.g. '{example}'.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise StudioError(f"{field} is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}.")
+    return prompt
+
+
+def check_id(value, field: str = "generation_id") -> str:
+    """An id this server hands out (uuid4 text); StudioError names the field without echoing a huge value."""
+    if not isinstance(value, str) or not _ID.fullmatch(value.strip()):
+        raise StudioError(f"{field} {shown(value)} is not an id from this server (they look like "
+                          f"'1b4e28ba-2fa1-41d2-883f-0016d3cca427')")
+    return value.strip()
 
 
 def new_seed() -> int:
@@ -155,9 +183,7 @@ class Studio:
                    progress: Progress | None = None, **overrides) -> Conditions:
         """The text read as an edit of `previous` (if any), then the overrides that are not None. A fresh prompt
         with no seed gets a new random one; an edit keeps the previous seed unless one is given."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise StudioError("prompt is empty: type what you want to hear, e.g. 'rainy night study beats, "
-                              "2 minutes'.")
+        check_prompt(prompt)
         if previous is not None and not isinstance(previous, (Conditions, dict)):
             raise StudioError("previous must be a conditions dict (as returned by /interpret) or None")
         seed = self.check_seed(seed)
@@ -183,7 +209,7 @@ class Studio:
         return self._made(prompt, extras, lambda: generate(c, progress=progress, loop=bool(loop)))
 
     def _earlier(self, generation_id: str) -> dict:
-        earlier = self.store.generation((generation_id or "").strip()) if isinstance(generation_id, str) else None
+        earlier = self.store.generation(check_id(generation_id))
         if earlier is None:
             raise StudioError(f"generation_id {generation_id!r} is unknown on this server")
         if not Path(earlier["files"].get("wav", "") + ".json").is_file():
@@ -220,8 +246,7 @@ class Studio:
         """An uploaded video with music exactly as long as it, under its own sound or replacing it."""
         if not video_path:
             raise StudioError("video is missing: choose a video file to score")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise StudioError("prompt is empty: say what the music should be, e.g. 'calm lofi with rain'")
+        check_prompt(prompt, example="calm lofi with rain")
         seed = new_seed() if self.check_seed(seed) is None else int(seed)
         if level_db is not None and not (isinstance(level_db, (int, float)) and -60 <= level_db <= 12):
             raise StudioError(f"level_db must be a number from -60 to 12, got {level_db!r}")
@@ -239,7 +264,8 @@ class Studio:
     def refine(self, generation_id: str, text: str, extras: bool = False,
                progress: Progress | None = None) -> Generation:
         """An edit ("slower, drop the rain") of an earlier generation: its conditions and seed, changed by text."""
-        earlier = self.store.generation((generation_id or "").strip())
+        check_prompt(text, "text", "slower, drop the rain")
+        earlier = self.store.generation(check_id(generation_id))
         if earlier is None:
             raise StudioError(f"generation_id {generation_id!r} is unknown on this server")
         return self.create(text, previous=earlier["conditions"], extras=extras, progress=progress)
@@ -253,7 +279,7 @@ class Studio:
         if isinstance(continue_s, bool) or not isinstance(continue_s, (int, float)) or not 0 <= continue_s:
             raise StudioError(f"continue_s must be a number of seconds from 0, got {continue_s!r}")
         seed = self.check_seed(seed)
-        prompt = prompt.strip() if isinstance(prompt, str) and prompt.strip() else "lofi"
+        prompt = check_prompt(prompt).strip() if isinstance(prompt, str) and prompt.strip() else "lofi"
         try:
             given = read_given(midi_path)
             self.check_duration(given.n_bars * given.bar_s + continue_s, "the MIDI file's length plus continue_s")
@@ -267,17 +293,29 @@ class Studio:
         """Run `make()` -> Track, turning the pipeline's concise ValueError into a StudioError; record it."""
         try:
             track = make()
+        except NoSpace as exc:
+            raise StudioError(str(exc)) from exc
         except ValueError as exc:
             raise StudioError(str(exc)) from exc
         return self._record(prompt, track, extras)
 
     def _record(self, prompt: str, track: Track, extras: bool) -> Generation:
-        """Write the track's files and record the generation for the survey."""
-        folder = Path(tempfile.mkdtemp(prefix="gen-", dir=self.output_dir))
-        files = {"wav": track.save(folder / "track.wav"), "midi": track.save(folder / "track.mid")}
-        if extras:
-            files["mp3"] = track.save(folder / "track.mp3")
-            files["piano_roll"] = piano_roll(track.midi, track.duration_s, folder / "piano_roll.png")
+        """Write the track's files and record the generation for the survey; a full disk leaves nothing behind
+        (the generation's folder goes, nothing is recorded) and says which folder is full."""
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="gen-", dir=self.output_dir))
+        except OSError as exc:
+            raise StudioError(str(NoSpace(self.output_dir))) from exc
+        try:
+            files = {"wav": track.save(folder / "track.wav"), "midi": track.save(folder / "track.mid")}
+            if extras:
+                files["mp3"] = track.save(folder / "track.mp3")
+                files["piano_roll"] = piano_roll(track.midi, track.duration_s, folder / "piano_roll.png")
+        except (NoSpace, OSError) as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            if isinstance(exc, NoSpace) or exc.errno == errno.ENOSPC:
+                raise StudioError(f"no space left on {self.output_dir}") from exc
+            raise
         gid = self.store.record_generation(prompt, track.conditions.to_dict(), seed=track.conditions.seed,
                                            model_versions=track.metadata.get("models", {}), files=files)
         with self._lock:
@@ -293,8 +331,7 @@ class Studio:
         """An endless stream for the prompt: (chunk, conditions playing) with (n, 2) float32 chunks of chunk_s
         seconds. `listener` names it for steer(); a listener's new stream replaces its old one. No length check:
         a stream is endless whatever length the text mentions."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise StudioError("prompt is empty: type a mood first, e.g. 'rainy night study beats'.")
+        check_prompt(prompt, example="rainy night study beats")
         live = stream(resolve(prompt, seed=new_seed()), chunk_s=chunk_s)
         with self._lock:
             self._streams[listener] = live
@@ -316,8 +353,7 @@ class Studio:
             live = self._streams.get(listener)
         if live is None:
             raise StudioError("no stream is playing for you: press Start in Listen forever first")
-        if not isinstance(text, str) or not text.strip():
-            raise StudioError("text is empty: say what to change, e.g. 'slower' or 'add rain'")
+        check_prompt(text, "text", "slower")
         return live.steer(text)
 
     # ---- the survey -----------------------------------------------------------------------------------------
@@ -349,14 +385,16 @@ class Studio:
             raise StudioError(str(exc)) from exc
 
     def survey_vote(self, pair_id: str, rater_id: str, quality: str, match: str, comment: str = "") -> dict:
+        check_id(pair_id, "pair_id")
         try:
             return self.compare.vote(pair_id, rater_id, quality, match, comment)
         except ValueError as exc:
             raise StudioError(str(exc)) from exc
 
     def rate(self, generation_id: str, rater_id: str, clarity, quality, match, comment: str = "") -> dict:
+        generation_id = check_id(generation_id)
         try:
-            return self.store.rate((generation_id or "").strip(), rater_id, clarity, quality, match, comment or "")
+            return self.store.rate(generation_id, rater_id, clarity, quality, match, comment or "")
         except ValueError as exc:
             raise StudioError(str(exc)) from exc
 

@@ -164,7 +164,7 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
-def _check_score(name: str, value: Any) -> int:
+def check_score(name: str, value: Any) -> int:
     # Sliders and JSON deliver 4.0 for 4; anything not a whole number in 1..5 is refused.
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or value != int(value):
@@ -173,6 +173,23 @@ def _check_score(name: str, value: Any) -> int:
     if not SCORE_RANGE[0] <= score <= SCORE_RANGE[1]:
         raise ValueError(f"{name} must be from 1 to 5, got {score}")
     return score
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")    # what a spreadsheet reads as the start of a formula
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a leading ' in front of anything it would run as a formula
+    (OWASP's CSV-injection rule). A comment '=HYPERLINK(...)' stays readable and inert."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def _csv(fields: list[str], rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    return buf.getvalue()
 
 
 def check_choices(quality: Any, match: Any) -> None:
@@ -187,7 +204,8 @@ class SurveyStore:
 
     def __init__(self, url: str | None = None, admin_password: str | None = None):
         self.url = url or default_db_url()
-        self._admin_password = admin_password if admin_password is not None else os.environ.get(ADMIN_PASSWORD_ENV)
+        password = admin_password if admin_password is not None else os.environ.get(ADMIN_PASSWORD_ENV)
+        self._admin_password = password if password and password.strip() else None    # blank: admin is off
         self.engine = _make_engine(self.url)
         self._create_schema()
 
@@ -227,7 +245,7 @@ class SurveyStore:
 
         Raises ValueError (and stores nothing) for an unknown generation or out-of-range values.
         """
-        scores = {q: _check_score(q, v) for q, v in zip(QUESTIONS, (clarity, quality, match))}
+        scores = {q: check_score(q, v) for q, v in zip(QUESTIONS, (clarity, quality, match))}
         comment = "" if comment is None else comment
         if not isinstance(comment, str):
             raise ValueError(f"comment must be text, got {type(comment).__name__}")
@@ -324,11 +342,7 @@ class SurveyStore:
         """Admin: every shown pair with both systems, which one played as A, and the vote."""
         self.check_admin(password)
         rows = self.pair_rows()
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["pair_id"])
-        writer.writeheader()
-        writer.writerows(rows)
-        return buf.getvalue()
+        return _csv(list(rows[0]) if rows else ["pair_id"], rows)
 
     # ---- reads ---------------------------------------------------------------------------------
     def generation(self, generation_id: str) -> dict | None:
@@ -388,9 +402,5 @@ class SurveyStore:
     def export_csv(self, password: str | None) -> str:
         """Admin: all ratings joined with their prompts, as CSV text (header row first)."""
         self.check_admin(password)
-        buf = io.StringIO()
         fields = ["generation_id", "prompt", "rater_id", *QUESTIONS, "comment", "created_at", "updated_at"]
-        writer = csv.DictWriter(buf, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(self._rating_rows())
-        return buf.getvalue()
+        return _csv(fields, self._rating_rows())

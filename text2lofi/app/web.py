@@ -17,14 +17,22 @@ API (names are a public contract, see docs/api.md):
   /survey_pair (prompt: str | None) -> (audio A, audio B, {"pair_id", "prompt"}): a blind pair for this client
   /survey_vote (pair_id: str, quality: "A"|"B"|"same", match: "A"|"B"|"same", comment: str) -> dict
   /steer     (text: str) -> conditions dict: changes the caller's running /listen stream at its next bar line
-Every other event is private (callable by the page only). Bad arguments raise gr.Error and store nothing.
+Every other event is private (left out of the API's description; the page reaches it through the queue).
+Everything goes through the queue: /run is closed. Each event is checked when it is queued (`_Gate`): a bad
+argument, a full generation lane or a client over its limits is refused there (HTTP 422, a message naming the
+field) before anything runs or is stored. docs/reliability.md has the lanes, limits and figures.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import math
+import os
+import statistics
 import threading
-import uuid
+import time
+from collections import deque
 from typing import Any, Callable
 
 import gradio as gr
@@ -32,10 +40,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from text2lofi.app.serve import AppConfig
-from text2lofi.app.studio import SEED_RANGE, Studio, StudioError, describe
+from text2lofi.app.serve import AppConfig, default_output_dir
+from text2lofi.app.studio import (MAX_PROMPT_CHARS, SEED_RANGE, Studio, StudioError, check_id, check_prompt,
+                                  describe, shown)
 from text2lofi.app.compare import CONSENT
-from text2lofi.app.survey import CHOICES, MAX_COMMENT_CHARS, QUESTIONS, SurveyStore
+from text2lofi.app.guard import GRADIO_CACHE, Backoff, Identity, RateWindow, Sweeper
+from text2lofi.app.survey import CHOICES, MAX_COMMENT_CHARS, QUESTIONS, SCORE_RANGE, SurveyStore
+from text2lofi.pipeline import PARTS
 from text2lofi.conditions import DURATION_RANGE, SAMPLE_RATE, TEMPO_RANGE, TEXTURES, TONICS
 from text2lofi.pipeline import STAGES
 EXAMPLES = [
@@ -63,6 +74,171 @@ def _optional_number(text: str | None, name: str, lo: float, hi: float, whole: b
 
 
 _PLOTTING = threading.Lock()
+
+
+# ---- checks made when an event is queued: (value) -> None, StudioError naming the field -----------------------
+def _optional(check: Callable) -> Callable:
+    return lambda value: None if value is None else check(value)
+
+
+def _number(field: str, lo: float = -math.inf, hi: float = math.inf, whole: bool = False) -> Callable:
+    def check(value) -> None:
+        # bool is an int to Python but never a number a user meant; 4.5 is not a whole number (no rounding).
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise StudioError(f"{field} must be a number, got {shown(value)}")
+        if whole and value != int(value):
+            raise StudioError(f"{field} must be a whole number, got {value!r}")
+        if not lo <= value <= hi:
+            raise StudioError(f"{field} must be from {lo:g} to {hi:g}, got {value!r}")
+    return check
+
+
+def _text(field: str, limit: int = MAX_PROMPT_CHARS) -> Callable:
+    def check(value) -> None:
+        if value is not None and not isinstance(value, str):
+            raise StudioError(f"{field} must be text, got {type(value).__name__}")
+        if value and len(value) > limit:
+            raise StudioError(f"{field} is {len(value)} characters; the limit is {limit}")
+    return check
+
+
+def _one_of(field: str, allowed: tuple) -> Callable:
+    def check(value) -> None:
+        if value not in allowed:
+            raise StudioError(f"{field} must be one of {', '.join(map(str, allowed))}, got {shown(value)}")
+    return check
+
+
+def _flag(field: str) -> Callable:
+    def check(value) -> None:
+        if not isinstance(value, bool):
+            raise StudioError(f"{field} must be true or false, got {shown(value)}")
+    return check
+
+
+PROMPT, TEXT = check_prompt, (lambda v: check_prompt(v, "text", "slower"))
+GENERATION_ID, PAIR_ID = check_id, (lambda v: check_id(v, "pair_id"))
+SEED = _optional(_number("seed", *SEED_RANGE, whole=True))
+SCORE = {q: _number(q, *SCORE_RANGE, whole=True) for q in QUESTIONS}
+COMMENT = _text("comment", MAX_COMMENT_CHARS)
+
+
+def _client(request: gr.Request | None) -> str:
+    """The key per-client limits count under: the caller's address (behind a proxy, the proxy's)."""
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) or "unknown"
+
+
+class _Gate:
+    """Checks every event when it is queued (a Gradio validator), before any work or waiting: argument types and
+    sizes, the generation lane's room, and the caller's limits. A refusal is HTTP 422 with a message naming the
+    field; nothing runs and nothing is stored."""
+
+    def __init__(self, config: AppConfig, identity: Identity):
+        self.config, self.identity, limits = config, identity, config.limits
+        self.starts = RateWindow(limits.starts_per_minute, 60.0)
+        self.ratings = RateWindow(limits.ratings_per_minute, 60.0)
+        self.admin = Backoff(limits.admin_free_tries, limits.admin_backoff_s, limits.admin_backoff_max_s)
+        self.streams: dict[str, int] = {}                  # client -> endless streams it holds now
+        self.took: deque[float] = deque(maxlen=20)         # seconds the last generations ran
+        self._lock = threading.Lock()
+        self.demo: gr.Blocks | None = None
+
+    def _generation_lane(self) -> tuple[int, int]:
+        """(waiting, running) generations. Read from Gradio's queue, the one place that knows which queued events
+        are still wanted (a closed tab's event leaves it); `demo._queue` is internal to Gradio 6, and the busy test
+        in tests/test_reliability.py fails if it changes."""
+        lane = self.demo._queue.event_queue_per_concurrency_id.get(GENERATE) if self.demo else None
+        return (len(lane.queue), lane.current_concurrency) if lane else (0, 0)
+
+    def _admit(self, lane: str, request: gr.Request, values: dict) -> str | None:
+        """Why this request may not be queued now, or None."""
+        client = _client(request)
+        if lane == GENERATE:
+            waiting, running = self._generation_lane()
+            if waiting >= self.config.queue_size:
+                typical = statistics.median(self.took) if self.took else 30.0
+                eta = math.ceil(typical * (waiting + running) / max(self.config.concurrency, 1))
+                return (f"busy: {waiting} tracks are waiting for {self.config.concurrency} makers; try again in "
+                        f"about {eta} s")
+            wait = self.starts.take(client)
+            if wait:
+                return (f"too many tracks started from your address ({self.config.limits.starts_per_minute} a "
+                        f"minute); try again in {math.ceil(wait)} s")
+        elif lane == LISTEN:
+            with self._lock:
+                if self.streams.get(client, 0) >= self.config.limits.streams_per_client:
+                    return (f"you already have {self.streams[client]} streams playing (the limit is "
+                            f"{self.config.limits.streams_per_client}): stop one first")
+        elif lane == RATE:
+            wait = self.ratings.take(self.rater(values.get("rater"), request))
+            if wait:
+                return (f"too many ratings ({self.config.limits.ratings_per_minute} a minute); try again in "
+                        f"{math.ceil(wait)} s")
+        elif lane == ADMIN:
+            wait = self.admin.wait(client)
+            if wait:
+                return f"too many wrong passwords; try again in {math.ceil(wait)} s"
+        return None
+
+    def rater(self, page_rater: str | None, request: gr.Request) -> str:
+        """Who is writing: the page's signed identity, else an id the server derives from the API session."""
+        return page_rater or self.identity.for_session(getattr(request, "session_hash", None))
+
+    def __call__(self, fn: Callable, lane: str | None = None, **checks: Callable) -> Callable:
+        """A validator for `fn`'s event: `checks` maps fn's parameter names to checks; lane adds its room and
+        limits (GENERATE, LISTEN, RATE, ADMIN)."""
+        names = [n for n, p in inspect.signature(fn).parameters.items()
+                 if n not in ("progress", "request") and p.kind is p.POSITIONAL_OR_KEYWORD]
+
+        def validate(*args):
+            *values, request = args
+            values = dict(zip(names, values))
+            refused: dict[str, str] = {}
+            for name, check in checks.items():
+                try:
+                    check(values.get(name))
+                except StudioError as exc:
+                    refused[name] = str(exc)
+            if not refused and lane:
+                why = self._admit(lane, request, values)
+                if why:
+                    refused[names[0] if names else "request"] = why
+            return [gr.validate(n not in refused, refused.get(n, "")) for n in names]
+
+        params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+        validate.__signature__ = inspect.Signature(
+            params + [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)])
+        validate.__annotations__ = {"request": gr.Request}        # Gradio passes the request by this annotation
+        return validate
+
+    def timed(self, fn: Callable) -> Callable:
+        """fn, its running time kept for the busy message's estimate."""
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            t0 = time.monotonic()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.took.append(time.monotonic() - t0)
+        return run
+
+    @contextlib.contextmanager
+    def stream(self, request: gr.Request):
+        """Count one endless stream for the caller while it plays."""
+        client = _client(request)
+        with self._lock:
+            self.streams[client] = self.streams.get(client, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.streams[client] -= 1
+                if not self.streams[client]:
+                    del self.streams[client]
+
+
+GENERATE, LISTEN, RATE, ADMIN = "generate", "listen", "rate", "admin"
 
 
 def survey_table(summary: dict) -> list[list[Any]]:
@@ -160,8 +336,8 @@ def _plural(n: int, word: str) -> str:
 class _Handlers:
     """Gradio event handlers: read the widgets, call the Studio, turn StudioError into gr.Error. No policy here."""
 
-    def __init__(self, studio: Studio, config: AppConfig):
-        self.studio, self.config = studio, config
+    def __init__(self, studio: Studio, config: AppConfig, gate: _Gate):
+        self.studio, self.config, self.gate = studio, config, gate
 
     @staticmethod
     def _progress(bar: gr.Progress) -> Callable[[str, float], None]:
@@ -211,9 +387,9 @@ class _Handlers:
 
     def rate(self, generation_id: str, clarity: int, quality: int, match: int, comment: str,
              rater: str | None, request: gr.Request) -> dict:
-        # Page users carry an anonymous id from their browser; API clients are one rater per client session.
+        # Page users carry a signed anonymous id from their browser; API clients are one rater per session.
         with _shown():
-            return self.studio.rate(generation_id, rater or f"api-{request.session_hash}", clarity, quality, match,
+            return self.studio.rate(generation_id, self.gate.rater(rater, request), clarity, quality, match,
                                     comment)
 
     # ---- page-only events -------------------------------------------------------------------------
@@ -313,7 +489,8 @@ class _Handlers:
         """Endless stream: ((sample_rate, int16 samples), now-playing line) messages of listen_chunk_s seconds."""
         with _shown():
             chunks = self.studio.listen(prompt, self.config.listen_chunk_s, listener=request.session_hash)
-        with contextlib.closing(chunks):             # Stop closes this generator: the stream ends with it
+        # Stop closes this generator: the stream ends with it, and the client's count of streams goes down.
+        with contextlib.closing(chunks), self.gate.stream(request):
             for chunk, playing in chunks:                                # (n, 2) float32
                 yield ((SAMPLE_RATE, (np.clip(chunk, -1.0, 1.0) * 32767).astype(np.int16)),
                        f"**Now playing:** {describe(playing, length=False)}")
@@ -331,12 +508,12 @@ class _Handlers:
     # ---- blind paired comparisons --------------------------------------------------------------------
     def api_survey_pair(self, prompt: str | None, request: gr.Request):
         with _shown():
-            p = self.studio.survey_pair(f"api-{request.session_hash}", prompt or None)
+            p = self.studio.survey_pair(self.gate.rater(None, request), prompt or None)
         return str(p.path_a), str(p.path_b), {"pair_id": p.pair_id, "prompt": p.prompt}
 
     def api_survey_vote(self, pair_id: str, quality: str, match: str, comment: str, request: gr.Request) -> dict:
         with _shown():
-            return self.studio.survey_vote(pair_id, f"api-{request.session_hash}", quality, match, comment)
+            return self.studio.survey_vote(pair_id, self.gate.rater(None, request), quality, match, comment)
 
     def next_pair(self, rater: str | None):
         with _shown():
@@ -365,16 +542,27 @@ class _Handlers:
             return (counts, survey_table(summary), survey_plot(summary),
                     *compare_view(compared, self.studio.compare.config.systems))
 
-    def export(self, password: str):
-        with _shown():
+    @contextlib.contextmanager
+    def _admin(self, request: gr.Request):
+        """A refused password counts towards the caller's backoff (see _Gate); a right one clears it."""
+        try:
+            with _shown():
+                yield
+        except gr.Error:
+            self.gate.admin.failed(_client(request))
+            raise
+        self.gate.admin.succeeded(_client(request))
+
+    def export(self, password: str, request: gr.Request):
+        with self._admin(request):
             return str(self.studio.export_csv(password))
 
-    def export_pairs(self, password: str):
-        with _shown():
+    def export_pairs(self, password: str, request: gr.Request):
+        with self._admin(request):
             return str(self.studio.export_pairs_csv(password))
 
-    def comments(self, password: str):
-        with _shown():
+    def comments(self, password: str, request: gr.Request):
+        with self._admin(request):
             rows = self.studio.comments(password)
         return [[r["created_at"], r["prompt"], r["clarity"], r["quality"], r["match"], r["comment"]]
                 for r in rows]
@@ -389,16 +577,28 @@ def _shown():
         raise gr.Error(str(exc)) from exc
 
 
-def _ensure_rater(stored: str | None):
-    rater = stored or f"web-{uuid.uuid4()}"
-    return rater, rater
+def _ensure_rater(identity: Identity) -> Callable:
+    """Page load: the browser's signed token gives its rater id; a missing or forged one gets a fresh token."""
+    def ensure(stored: str | None):
+        rater = identity.rater(stored)
+        if rater is None:
+            stored = identity.issue()
+            rater = identity.rater(stored)
+        return stored, rater
+    return ensure
 
 
 def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
     """The whole page and its API on one store, queue set up; the caller launches it."""
     config = config or AppConfig()
-    studio = _Handlers(Studio(store, config.output_dir, config.max_duration_s, config.compare), config)
-    gen = dict(concurrency_limit=config.concurrency, concurrency_id="generate")
+    output_dir = config.output_dir or default_output_dir()
+    # Gradio copies every file it serves into its cache, read from this variable as each component is made: the
+    # copies live in the output folder too, under the same retention.
+    os.environ["GRADIO_TEMP_DIR"] = str(output_dir / GRADIO_CACHE)
+    gate = _Gate(config, Identity(output_dir))
+    studio = _Handlers(Studio(store, output_dir, config.max_duration_s, config.compare), config, gate)
+    sweeper = Sweeper(output_dir, config.retention)
+    gen = dict(concurrency_limit=config.concurrency, concurrency_id=GENERATE)
 
     with gr.Blocks(title="text2lofi") as demo:
         rater_saved = gr.BrowserState(None, storage_key="text2lofi-rater")
@@ -509,11 +709,11 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
             with gr.Tab("Rate", id="rate"):
                 r_heading = gr.Markdown("Generate a track first (Create or Chat), listen, then rate it here.")
                 r_gid = gr.Textbox(label="Generation id", elem_id="generation-id", interactive=False)
-                r_clarity = gr.Slider(1, 5, value=3, step=1, precision=0, label="Clarity: could you hear "
+                r_clarity = gr.Slider(1, 5, value=3, step=1, label="Clarity: could you hear "
                                       "each instrument clearly?", elem_id="rate-clarity")
-                r_quality = gr.Slider(1, 5, value=3, step=1, precision=0, label="Quality: how good does it "
+                r_quality = gr.Slider(1, 5, value=3, step=1, label="Quality: how good does it "
                                       "sound?", elem_id="rate-quality")
-                r_match = gr.Slider(1, 5, value=3, step=1, precision=0, label="Match: does it fit the text?",
+                r_match = gr.Slider(1, 5, value=3, step=1, label="Match: does it fit the text?",
                                     elem_id="rate-match")
                 r_comment = gr.Textbox(label="Comment (optional)", lines=2, max_length=MAX_COMMENT_CHARS)
                 r_btn = gr.Button("Submit rating", variant="primary", elem_id="submit-rating")
@@ -546,7 +746,8 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
         with gr.Row(visible=False):
             api_prompt = gr.Textbox(label="prompt")
             api_duration = gr.Number(None, label="duration_s")
-            api_seed = gr.Number(None, label="seed", precision=0)
+            # No precision on numbers: Gradio would round 1.5 to 2 before anything can refuse it.
+            api_seed = gr.Number(None, label="seed")
             api_previous = gr.JSON(None, label="previous")
             api_audio = gr.Audio(type="filepath", label="audio")
             api_midi = gr.File(label="midi")
@@ -561,7 +762,7 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
             api_gid = gr.Textbox(label="generation_id")
             api_seconds = gr.Number(label="seconds")
             api_part = gr.Textbox(label="part")
-            api_section = gr.Number(None, label="section", precision=0)
+            api_section = gr.Number(None, label="section")
             api_video_in = gr.File(label="video", type="filepath")
             api_level = gr.Number(None, label="level_db")
             api_keep = gr.Checkbox(True, label="keep_audio")
@@ -571,66 +772,102 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
             api_pair_id = gr.Textbox(label="pair_id")
             api_quality, api_match = gr.Textbox(label="quality"), gr.Textbox(label="match")
             api_comment = gr.Textbox(label="comment")
+            api_scores = [gr.Number(None, label=q) for q in QUESTIONS]
+            api_rate_btn = gr.Button()
             api_pair_btn, api_vote_btn = gr.Button(), gr.Button()
             api_loop_btn, api_extend_btn, api_vary_btn, api_score_btn, api_refine_btn = (gr.Button() for _ in range(5))
 
         results_out = [s_counts, s_table, s_plot, c_summary_md, c_pairs, c_ranking, c_plot]
         private = dict(api_visibility="private")
-        demo.load(_ensure_rater, rater_saved, [rater_saved, rater], **private)
-        demo.load(studio.results, None, results_out, **private)
+        light = dict(concurrency_limit=None)          # quick events never wait behind generations
+
+        def make(trigger, fn, inputs, outputs, checks: dict | None = None, **kwargs):
+            """A generation event: its own lane (GENERATE), checked and admitted when queued, timed."""
+            return trigger(gate.timed(fn), inputs, outputs, validator=gate(fn, GENERATE, **(checks or {})),
+                           **gen, **kwargs)
+
+        page_prompt = dict(prompt=_text("prompt"))
+        demo.load(_ensure_rater(gate.identity), rater_saved, [rater_saved, rater], **light, **private)
+        demo.load(studio.results, None, results_out, **light, **private)
 
         created = [c_audio, c_files, c_roll, c_conditions, c_summary, c_chart, r_gid, r_heading]
         create_inputs = [prompt, o_duration, o_tempo, o_key, o_seed, o_lofi, o_textures, o_loop]
         for go in (create_btn.click, prompt.submit):        # the button, or Enter in the prompt box
-            go(studio.check_create, create_inputs, None, concurrency_limit=None, **private).success(
-                studio.create, create_inputs, created, **gen, **private)
-        e_btn.click(studio.extend_page, [r_gid, e_seconds], created, **gen, **private)
-        c_stems_btn.click(studio.stems, r_gid, c_stems, **gen, **private)
-        v_btn.click(studio.vary_page, [r_gid, v_part], created, **gen, **private)
-        s_btn.click(studio.score_page, [s_video, s_prompt, s_level, s_keep], [s_out, s_summary], **gen, **private)
-        m_btn.click(studio.accompany_page, [m_file, prompt, m_continue, o_seed], created, **gen, **private)
+            checked = go(studio.check_create, create_inputs, None, **light, **private)
+            make(checked.success, studio.create, create_inputs, created, page_prompt, **private)
+        make(e_btn.click, studio.extend_page, [r_gid, e_seconds], created, **private)
+        make(c_stems_btn.click, studio.stems, r_gid, c_stems, **private)
+        make(v_btn.click, studio.vary_page, [r_gid, v_part], created, **private)
+        make(s_btn.click, studio.score_page, [s_video, s_prompt, s_level, s_keep], [s_out, s_summary], page_prompt,
+             **private)
+        make(m_btn.click, studio.accompany_page, [m_file, prompt, m_continue, o_seed], created, page_prompt,
+             **private)
         for send in (chat_btn.click, chat_box.submit):
-            send(studio.chat_say, [chat_box, chatbot], [chatbot, chat_box, chat_said], concurrency_limit=None,
-                 **private).success(studio.chat_answer, [chat_said, chatbot, r_gid], [chatbot, r_gid, r_heading],
-                                    **gen, **private)
+            said = send(studio.chat_say, [chat_box, chatbot], [chatbot, chat_box, chat_said],
+                        validator=gate(studio.chat_say, message=_text("message")), **light, **private)
+            make(said.success, studio.chat_answer, [chat_said, chatbot, r_gid], [chatbot, r_gid, r_heading],
+                 **private)
         listening = l_start.click(studio.listen, l_prompt, [l_audio, l_now], concurrency_limit=config.listeners,
-                                  concurrency_id="listen", api_name="listen")
+                                  concurrency_id=LISTEN, api_name="listen",
+                                  validator=gate(studio.listen, LISTEN, prompt=PROMPT))
         l_stop.click(None, cancels=[listening], **private)
         for steer_event in (l_change.click, l_steer.submit):
-            steer_event(studio.steer_page, l_steer, [l_note, l_steer], concurrency_limit=None, **private)
-        r_btn.click(studio.rate, [r_gid, r_clarity, r_quality, r_match, r_comment, rater], r_result,
-                    api_name="rate", concurrency_limit=None).success(studio.results, None, results_out,
-                                                                    **private)
-        results_tab.select(studio.results, None, results_out, **private)
-        s_refresh.click(studio.results, None, results_out, **private)
-        a_export.click(studio.export, a_password, a_file, **private)
-        a_export_pairs.click(studio.export_pairs, a_password, a_file, **private)
-        cmp_next.click(studio.next_pair, rater, [cmp_a, cmp_b, cmp_prompt, cmp_pair, cmp_note],
-                       concurrency_limit=None, **private)
+            steer_event(studio.steer_page, l_steer, [l_note, l_steer], validator=gate(studio.steer_page, text=TEXT),
+                        **light, **private)
+        rating = dict(validator=gate(studio.rate, RATE, generation_id=GENERATION_ID, **SCORE, comment=COMMENT),
+                      **light)
+        r_btn.click(studio.rate, [r_gid, r_clarity, r_quality, r_match, r_comment, rater], r_result, **rating,
+                    api_name="rate_page", **private).success(studio.results, None, results_out, **light, **private)
+        # The API's own inputs: plain numbers, so 4.5 or 0 reach the check (a slider would round or refuse them
+        # in Gradio's words).
+        api_rate_btn.click(studio.rate, [api_gid, *api_scores, api_comment, rater], api_info, api_name="rate",
+                           **rating)
+        results_tab.select(studio.results, None, results_out, **light, **private)
+        s_refresh.click(studio.results, None, results_out, **light, **private)
+        for button, fn, out in ((a_export, studio.export, a_file), (a_export_pairs, studio.export_pairs, a_file),
+                                (a_show, studio.comments, a_comments)):
+            button.click(fn, a_password, out, validator=gate(fn, ADMIN, password=_text("password", 200)), **light,
+                         **private)
+        cmp_next.click(studio.next_pair, rater, [cmp_a, cmp_b, cmp_prompt, cmp_pair, cmp_note], **light, **private)
         cmp_vote.click(studio.vote_page, [cmp_pair, cmp_quality, cmp_match, cmp_comment, rater],
-                       [cmp_note, cmp_quality, cmp_match, cmp_comment], concurrency_limit=None, **private)
-        a_show.click(studio.comments, a_password, a_comments, **private)
+                       [cmp_note, cmp_quality, cmp_match, cmp_comment], validator=gate(studio.vote_page, RATE,
+                                                                                       comment=COMMENT),
+                       **light, **private)
 
-        api_generate_btn.click(studio.api_generate, [api_prompt, api_duration, api_seed],
-                               [api_audio, api_midi, api_info], api_name="generate", **gen)
-        api_interpret_btn.click(studio.api_interpret, [api_prompt, api_previous], api_conditions,
-                                api_name="interpret")
-        api_accompany_btn.click(studio.api_accompany, [api_midi_in, api_prompt, api_continue, api_seed],
-                                [api_audio, api_midi, api_info], api_name="accompany", **gen)
         generated = [api_audio, api_midi, api_info]
-        api_refine_btn.click(studio.api_refine, [api_gid, api_prompt], generated, api_name="refine", **gen)
-        api_loop_btn.click(studio.api_loop, [api_prompt, api_duration, api_seed], generated, api_name="loop", **gen)
-        api_extend_btn.click(studio.api_extend, [api_gid, api_seconds], generated, api_name="extend", **gen)
-        api_vary_btn.click(studio.api_vary, [api_gid, api_part, api_seed, api_section], generated, api_name="vary",
-                           **gen)
-        api_score_btn.click(studio.api_score_video, [api_video_in, api_prompt, api_level, api_seed, api_keep],
-                            [api_video_out, api_info], api_name="score_video", **gen)
+        duration, seed = _optional(_number("duration_s")), SEED
+        make(api_generate_btn.click, studio.api_generate, [api_prompt, api_duration, api_seed], generated,
+             dict(prompt=PROMPT, duration_s=duration, seed=seed), api_name="generate")
+        api_interpret_btn.click(studio.api_interpret, [api_prompt, api_previous], api_conditions,
+                                api_name="interpret", validator=gate(studio.api_interpret, prompt=PROMPT), **light)
+        make(api_accompany_btn.click, studio.api_accompany, [api_midi_in, api_prompt, api_continue, api_seed],
+             generated, dict(prompt=_text("prompt"), continue_s=_optional(_number("continue_s", 0)), seed=seed),
+             api_name="accompany")
+        make(api_refine_btn.click, studio.api_refine, [api_gid, api_prompt], generated,
+             dict(generation_id=GENERATION_ID, text=TEXT), api_name="refine")
+        make(api_loop_btn.click, studio.api_loop, [api_prompt, api_duration, api_seed], generated,
+             dict(prompt=PROMPT, duration_s=duration, seed=seed), api_name="loop")
+        make(api_extend_btn.click, studio.api_extend, [api_gid, api_seconds], generated,
+             dict(generation_id=GENERATION_ID, seconds=_number("seconds", 0)), api_name="extend")
+        make(api_vary_btn.click, studio.api_vary, [api_gid, api_part, api_seed, api_section], generated,
+             dict(generation_id=GENERATION_ID, part=_one_of("part", PARTS), seed=seed,
+                  section=_optional(_number("section", 0, whole=True))), api_name="vary")
+        make(api_score_btn.click, studio.api_score_video, [api_video_in, api_prompt, api_level, api_seed, api_keep],
+             [api_video_out, api_info], dict(prompt=PROMPT, level_db=_optional(_number("level_db", -60, 12)),
+                                             seed=seed, keep_audio=_flag("keep_audio")), api_name="score_video")
         api_pair_btn.click(studio.api_survey_pair, api_prompt, [api_audio, api_audio_b, api_pair],
-                           api_name="survey_pair", concurrency_limit=None)
+                           api_name="survey_pair", validator=gate(studio.api_survey_pair, prompt=_text("prompt")),
+                           **light)
         api_vote_btn.click(studio.api_survey_vote, [api_pair_id, api_quality, api_match, api_comment], api_info,
-                           api_name="survey_vote", concurrency_limit=None)
-        api_steer_btn.click(studio.steer, api_prompt, api_conditions, api_name="steer", concurrency_limit=None)
+                           api_name="survey_vote", validator=gate(
+                               studio.api_survey_vote, RATE, pair_id=PAIR_ID, quality=_one_of("quality", CHOICES),
+                               match=_one_of("match", CHOICES), comment=COMMENT), **light)
+        api_steer_btn.click(studio.steer, api_prompt, api_conditions, api_name="steer",
+                            validator=gate(studio.steer, text=TEXT), **light)
 
-    demo.queue(max_size=config.queue_size)
+    # api_open=False: /gradio_api/run/<name> would run an event outside the queue, past every lane and limit.
+    demo.queue(max_size=config.queue_total, api_open=False)
+    gate.demo = demo
     demo.studio = studio.studio          # serve.main starts the comparison pool's rendering
+    demo.sweeper = sweeper
     return demo

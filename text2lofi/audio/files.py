@@ -6,8 +6,10 @@ interrupted run (Ctrl-C included) never leaves a half-written file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -16,6 +18,7 @@ import pretty_midi
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3")
 MIDI_EXTENSIONS = (".mid", ".midi")
+TMP_MARK = ".tmp-"          # a file being written is named .<stem>.tmp-<pid><suffix> until it is complete
 
 
 def check_output_path(path: str | os.PathLike, extensions: tuple[str, ...] = AUDIO_EXTENSIONS + MIDI_EXTENSIONS
@@ -36,13 +39,38 @@ def check_output_path(path: str | os.PathLike, extensions: tuple[str, ...] = AUD
     return path
 
 
+class NoSpace(OSError):
+    """A write that failed because the disk is full, named by folder (what a user can act on)."""
+
+    def __init__(self, folder: Path):
+        super().__init__(errno.ENOSPC, f"no space left on {folder}")
+        self.folder = folder
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _disk_full(folder: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return shutil.disk_usage(folder).free < 1024**2
+    return False
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (same extension, so encoders pick the format); rename on success."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    """Yield a temporary path beside `path` (same extension, so encoders pick the format); rename on success.
+    A full disk raises NoSpace naming the folder, whatever the writer said (pedalboard only says "Unable to
+    write data to audio file")."""
+    tmp = path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
+    except NoSpace:
+        raise
+    except (OSError, RuntimeError) as exc:
+        if getattr(exc, "errno", None) == errno.ENOSPC or _disk_full(path.parent):
+            raise NoSpace(path.parent) from exc
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
