@@ -61,8 +61,11 @@ def test_refine_edits_the_earlier_generation_and_keeps_its_seed(studio, first):
     (lambda s: s.create("lofi", seed=-1), "seed must be a whole number"),
     (lambda s: s.create("lofi", seed=1.5), "seed must be a whole number"),
     (lambda s: s.create("lofi", previous="fast"), "previous must be a conditions dict"),
-    (lambda s: s.refine("no-such-id", "slower"), "generation_id 'no-such-id' is unknown"),
-    (lambda s: s.rate("no-such-id", "r1", 3, 3, 3), "unknown"),
+    (lambda s: s.refine("no-such-id", "slower"), "generation_id 'no-such-id' is not an id from this server"),
+    (lambda s: s.refine("1b4e28ba-2fa1-41d2-883f-0016d3cca427", "slower"), "generation_id '1b4e28ba.*' is unknown"),
+    (lambda s: s.rate("1b4e28ba-2fa1-41d2-883f-0016d3cca427", "r1", 3, 3, 3), "unknown"),
+    (lambda s: s.rate("x" * 10**6, "r1", 3, 3, 3), r"'xxxx.*[.]{3} [(]1000002 characters[)] is not an id"),
+    (lambda s: s.create("x" * 2001), "prompt is 2001 characters; the limit is 2000"),
 ])
 def test_refused_requests_name_the_field_and_store_nothing(studio, first, call, message):
     before = _rows(studio, "generations"), _rows(studio, "ratings")
@@ -101,7 +104,7 @@ def test_accompany_keeps_the_uploaded_notes_and_records_the_generation(studio, t
 
 def test_extend_vary_and_score_refusals_name_the_field_and_leave_nothing(studio, first, tmp_path):
     before = _rows(studio, "generations"), sorted(studio.output_dir.iterdir())
-    with pytest.raises(StudioError, match="generation_id 'nope' is unknown"):
+    with pytest.raises(StudioError, match="generation_id 'nope' is not an id from this server"):
         studio.extend("nope", 5)
     with pytest.raises(StudioError, match="seconds must be a number of seconds above 0"):
         studio.extend(first.id, -3)
@@ -135,5 +138,5 @@ def test_stems_are_made_only_when_asked_and_match_the_track(studio, first):
     with AudioFile(str(path.parent / "x" / "piano.wav")) as f:
         assert f.frames == 5 * SR                                   # the track's own length, made again exactly
     assert studio.stems_zip(first.id) == path                       # once made, served again
-    with pytest.raises(StudioError, match="generation_id 'nope' is unknown"):
+    with pytest.raises(StudioError, match="generation_id 'nope' is not an id from this server"):
         studio.stems_zip("nope")

@@ -187,12 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         return module.main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
     _load_fluidsynth()
+    from text2lofi.audio.files import NoSpace       # a full disk: "error: no space left on <folder>"
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, TypeError) as e:
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, TypeError, NoSpace) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -204,7 +204,8 @@ class _Gate:
                 why = self._admit(lane, request, values)
                 if why:
                     refused[names[0] if names else "request"] = why
-            return [gr.validate(n not in refused, refused.get(n, "")) for n in names]
+            verdicts = [gr.validate(n not in refused, refused.get(n, "")) for n in names]
+            return verdicts[0] if len(verdicts) == 1 else verdicts      # Gradio wraps a single input's answer
 
         params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
         validate.__signature__ = inspect.Signature(
