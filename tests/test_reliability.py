@@ -279,3 +279,31 @@ def test_a_full_disk_is_named_and_leaves_nothing_half_written(tmp_path):
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
 
+
+
+MEMORY_PROBE = """
+import sys
+from pathlib import Path
+from text2lofi.runtime import use_threads
+from text2lofi.pipeline import generate
+def peak():
+    return next(int(l.split()[1]) for l in Path('/proc/self/status').read_text().splitlines()
+                if l.startswith('VmHWM:')) * 1024
+use_threads(1)
+generate('lofi', seed=1, duration_s=6.0, keep_stems=False)        # models loaded, caches warm
+before = peak()
+t = generate('lofi', seed=1, duration_s=float(sys.argv[1]), keep_stems=False)
+print(before, peak(), t.audio.nbytes)
+"""
+
+
+def test_a_long_track_is_made_without_whole_track_copies():
+    """The app's 10-minute target (docs/reliability.md: 1368 MB peak, benchmarks/app_memory.py) scaled down to
+    150 s: making the track may add at most 4x its own size to the process's peak (measured 3.4x: the mix, the
+    limited master, the models' first long run). Holding the four stems, a list of chunks plus its joined copy,
+    or three float64 copies to measure loudness (what the app did before: 11.6x) each break it."""
+    r = subprocess.run([sys.executable, "-c", MEMORY_PROBE, "150"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    before, after, track = map(int, r.stdout.split())
+    assert track == 150 * 44100 * 2 * 4
+    assert after - before <= 4 * track, f"peak grew {(after - before) / 2**20:.0f} MB for a {track / 2**20:.0f} MB track"

@@ -209,18 +209,19 @@ def _metadata(c: Conditions, composer: Composer, prompt, timings: dict) -> dict:
 
 
 def generate(prompt: str | Conditions, seed: int | None = None, progress: Progress | None = None,
-             sample_rate: int = SAMPLE_RATE, loop: bool = False, **overrides) -> Track:
+             sample_rate: int = SAMPLE_RATE, loop: bool = False, keep_stems: bool = True, **overrides) -> Track:
     """Text or Conditions -> Track with exactly round(duration_s * sample_rate) samples.
 
     loop=True: a seamless loop of whole bars (the length rounded to the nearest whole bar, said in the
-    warnings): its end flows into its start, see _make_loop."""
+    warnings): its end flows into its start, see _make_loop. keep_stems=False: Track.stems stays empty (a
+    10-minute track's four stems are 850 MB; the app builds stems only when asked, with remake())."""
     progress = progress or _no_progress
     t0 = time.perf_counter()
     c = resolve(prompt, seed, progress=progress, **overrides)
     if loop:
         c = _whole_bars(c, sample_rate)
     timings = {"interpret": time.perf_counter() - t0}
-    return _make_track(c, Composer(c, sample_rate=sample_rate, loop=loop), prompt, progress, timings)
+    return _make_track(c, Composer(c, sample_rate=sample_rate, loop=loop), prompt, progress, timings, keep_stems)
 
 
 def _whole_bars(c: Conditions, sample_rate: int) -> Conditions:
@@ -384,7 +385,8 @@ def render_midi(pm: pretty_midi.PrettyMIDI, c: Conditions, sample_rate: int = SA
     return _make_track(c, Composer(c, sample_rate=sample_rate, given=given), None, _no_progress, {})
 
 
-def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict) -> Track:
+def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict,
+                keep_stems: bool = True) -> Track:
     if composer.loop:
         return _make_loop(c, composer, prompt, progress, timings)
     sample_rate = composer.grid.sample_rate
@@ -395,22 +397,24 @@ def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, t
 
     bars: list[ComposedBar] = []
     t1 = time.perf_counter()
-    mixes, stems = [], {}
+    # Chunks are written into arrays of the final length (no list of chunks and no concatenated copy: a
+    # 10-minute mix is 212 MB).
+    audio, stems, at = np.zeros((n_samples, 2), np.float32), {}, 0
     for mix, balanced in _bar_chunks(composer, mixer, n_samples, progress, bars):
-        mixes.append(mix)
-        for k, v in balanced.items():
-            stems.setdefault(k, []).append(v)
+        n = min(len(mix), n_samples - at)
+        audio[at:at + n] = mix[:n]
+        for k, v in balanced.items() if keep_stems else ():
+            stems.setdefault(k, np.zeros((n_samples, 2), np.float32))[at:at + n] = v[:n]
+        at += n
     timings["compose_render_mix"] = time.perf_counter() - t1
     progress("mastering", 0.0)
     t2 = time.perf_counter()
-    audio = np.concatenate(mixes)[:n_samples]
     _fade(audio, 0, n_samples, sample_rate)
     audio = master_to_lufs(audio, sample_rate).astype(np.float32, copy=False)
     timings["master"] = time.perf_counter() - t2
     progress("mastering", 1.0)
     midi = bars_to_midi(bars, c, piano_program_for(c.mood), sample_rate, n_samples)
-    stems_out = {k: np.concatenate(v)[:n_samples] for k, v in stems.items()}
-    return Track(audio, sample_rate, midi, c, stems_out, _metadata(c, composer, prompt, timings))
+    return Track(audio, sample_rate, midi, c, stems, _metadata(c, composer, prompt, timings))
 
 
 def _make_loop(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict) -> Track:

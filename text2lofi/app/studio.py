@@ -206,7 +206,8 @@ class Studio:
         track.wav and track.mid, plus track.mp3 and piano_roll.png with `extras` (stems: stems_zip). loop: a seamless
         loop of whole bars."""
         c = self.conditions(prompt, previous, seed, progress, **overrides)
-        return self._made(prompt, extras, lambda: generate(c, progress=progress, loop=bool(loop)))
+        # No stems in memory: stems_zip() makes them again only when someone asks (AppConfig memory target).
+        return self._made(prompt, extras, lambda: generate(c, progress=progress, loop=bool(loop), keep_stems=False))
 
     def _earlier(self, generation_id: str) -> dict:
         earlier = self.store.generation(check_id(generation_id))
