@@ -285,3 +285,11 @@ def test_refine_edits_a_generation_and_keeps_its_seed_and_length(client, generat
     assert (c1["key"], c1["mode"]) == (c0["key"], c0["mode"])
     with pytest.raises(REFUSED, match="generation_id 'nope' is not an id from this server"):
         client.predict("nope", "slower", api_name="/refine")
+
+
+def test_a_long_prompt_is_cut_to_one_short_line_in_headings():
+    from text2lofi.app.web import HEADLINE_CHARS, _headline
+    long = "rainy night study beats with soft piano and vinyl crackle, " * 40
+    shown = _headline(long)
+    assert len(shown) <= HEADLINE_CHARS + 1 and shown.endswith("…") and "\n" not in shown
+    assert _headline("lofi,\n 4 minutes") == "lofi, 4 minutes"

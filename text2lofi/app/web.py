@@ -330,6 +330,17 @@ def _with_notes(g) -> str:
     return g.describe() + ("\n\n**Note:** " + "; ".join(notes) if notes else "")
 
 
+HEADLINE_CHARS = 80      # a prompt quoted in a heading: longer ones are cut (a 2,000-character one fills a phone)
+
+
+def _headline(text: str) -> str:
+    """A prompt as a heading shows it: one line, at most HEADLINE_CHARS characters, cut at a word with '…'."""
+    text = " ".join((text or "").split())
+    if len(text) <= HEADLINE_CHARS:
+        return text
+    return text[:HEADLINE_CHARS].rsplit(" ", 1)[0].rstrip(",;:.") + "…"
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -451,7 +462,7 @@ class _Handlers:
         downloads = [str(g.files[k]) for k in ("wav", "mp3", "midi")]
         shown = {"generation_id": g.id, **g.conditions.to_dict()}
         return (str(g.files["wav"]), downloads, str(g.files["piano_roll"]), shown, _with_notes(g), g.chart(), g.id,
-                f"Rating: “{prompt.strip()}” ({g.describe()})")
+                f"Rating: “{_headline(prompt)}” ({g.describe()})")
 
     def api_accompany(self, midi, prompt: str, continue_s: float | None, seed: int | None,
                       progress=gr.Progress()):
@@ -479,7 +490,7 @@ class _Handlers:
             {"role": "assistant", "content": gr.Audio(str(g.files["wav"]))},
             {"role": "assistant", "content": _with_notes(g)},
         ]
-        return history, g.id, f"Rating: “{message.strip()}” ({g.describe()})"
+        return history, g.id, f"Rating: “{_headline(message)}” ({g.describe()})"
 
     def api_refine(self, generation_id: str, text: str, progress=gr.Progress()):
         with _shown():
