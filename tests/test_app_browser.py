@@ -45,6 +45,9 @@ def test_generate_rate_and_see_results_change(page):
     _expect_results(page, "No ratings yet (0 tracks generated)")
 
     page.get_by_role("tab", name="Create").click()
+    assert page.get_by_role("tab", name="Rate").count() == 0         # rating sits beside the track now
+    page.locator("#submit-rating").click()                            # nothing to rate yet: said, nothing stored
+    sync_api.expect(page.get_by_text("there is no track yet").first).to_be_visible(timeout=30_000)
     page.get_by_label("Describe your track").fill("rainy night study beats")
     page.get_by_text("Override what the text says").click()
     page.get_by_label("Duration (s)").fill("6")
@@ -57,14 +60,13 @@ def test_generate_rate_and_see_results_change(page):
     sync_api.expect(summary).to_contain_text("rain")
     page.screenshot(path=ARTIFACTS / "1-create.png", full_page=True)
 
-    page.get_by_role("tab", name="Rate").click()
-    gid = page.locator("#generation-id textarea, #generation-id input").first
-    sync_api.expect(gid).to_have_value(re.compile(r"^[0-9a-f-]{36}$"))
+    sync_api.expect(page.locator("#rate-heading")).to_contain_text("Rating: “rainy night study beats”")
     page.locator("#rate-clarity input[type=number]").fill("5")
     page.locator("#rate-match input[type=number]").fill("2")
     page.get_by_label("Comment (optional)").fill("cozy, but where is the rain?")
     page.locator("#submit-rating").click()
-    sync_api.expect(page.get_by_text('"updated"')).to_be_visible(timeout=30_000)
+    sync_api.expect(page.locator("#rating-note")).to_contain_text(
+        "rating stored (clarity 5, quality 3, match 2)", timeout=30_000)
     page.screenshot(path=ARTIFACTS / "2-rate.png", full_page=True)
 
     _expect_results(page, "1 rating from 1 rater of 1 track")

@@ -170,8 +170,8 @@ def test_per_client_limits_on_starts_streams_and_admin_passwords(app):
                 for line in s.iter_lines():
                     if "process_completed" in line:
                         break
-    assert codes[:2] == [200, 200] and codes[2] == 422
-    assert "too many wrong passwords; try again in 30 s" in r.text or "try again in" in r.text
+    # the page shows a page event's refusal as a message (HTTP 400 with it as the detail)
+    assert codes == [200, 200, 400, 400] and "too many wrong passwords; try again in 30 s" in r.json()["detail"]
 
 
 def test_outputs_live_in_one_folder_and_old_ones_are_swept_at_start(tmp_path, running_app):
@@ -304,6 +304,7 @@ def test_a_long_track_is_made_without_whole_track_copies():
     or three float64 copies to measure loudness (what the app did before: 11.6x) each break it."""
     r = subprocess.run([sys.executable, "-c", MEMORY_PROBE, "150"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    before, after, track = map(int, r.stdout.split())
+    before, after, track = map(int, r.stdout.splitlines()[-1].split())    # (with $CI set pyfluidsynth talks first)
     assert track == 150 * 44100 * 2 * 4
-    assert after - before <= 4 * track, f"peak grew {(after - before) / 2**20:.0f} MB for a {track / 2**20:.0f} MB track"
+    grew = (after - before) / 2**20
+    assert after - before <= 4 * track, f"peak grew {grew:.0f} MB for a {track / 2**20:.0f} MB track"

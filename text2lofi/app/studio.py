@@ -63,6 +63,8 @@ def check_prompt(prompt, field: str = "prompt", example: str = "rainy night stud
 
 def check_id(value, field: str = "generation_id") -> str:
     """An id this server hands out (uuid4 text); StudioError names the field without echoing a huge value."""
+    if value is None or value == "":
+        raise StudioError(f"{field} is empty: there is no track yet; generate one first")
     if not isinstance(value, str) or not _ID.fullmatch(value.strip()):
         raise StudioError(f"{field} {shown(value)} is not an id from this server (they look like "
                           f"'1b4e28ba-2fa1-41d2-883f-0016d3cca427')")

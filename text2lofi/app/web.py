@@ -1,4 +1,5 @@
-"""The Gradio page: Create, Chat, Listen forever, Rate, Results, and the stable API, wired to `app.studio.Studio`.
+"""The Gradio page: Create (rating beside the track), Score a video, Chat, Listen forever, Compare, Results,
+and the stable API, wired to `app.studio.Studio`.
 
 API (names are a public contract, see docs/api.md):
   /generate  (prompt: str, duration_s: float | None, seed: int | None) -> (audio file, MIDI file, info dict)
@@ -185,9 +186,10 @@ class _Gate:
         """Who is writing: the page's signed identity, else an id the server derives from the API session."""
         return page_rater or self.identity.for_session(getattr(request, "session_hash", None))
 
-    def __call__(self, fn: Callable, lane: str | None = None, **checks: Callable) -> Callable:
+    def __call__(self, fn: Callable, lane: str | None = None, toast: bool = False, **checks: Callable) -> Callable:
         """A validator for `fn`'s event: `checks` maps fn's parameter names to checks; lane adds its room and
-        limits (GENERATE, LISTEN, RATE, ADMIN)."""
+        limits (GENERATE, LISTEN, RATE, ADMIN). toast: refuse with an error the page shows as a message (HTTP 400)
+        instead of marking an input (422), for page events whose inputs are not all on screen (a State)."""
         names = [n for n, p in inspect.signature(fn).parameters.items()
                  if n not in ("progress", "request") and p.kind is p.POSITIONAL_OR_KEYWORD]
 
@@ -204,6 +206,8 @@ class _Gate:
                 why = self._admit(lane, request, values)
                 if why:
                     refused[names[0] if names else "request"] = why
+            if refused and toast:
+                raise gr.Error(next(iter(refused.values())))
             verdicts = [gr.validate(n not in refused, refused.get(n, "")) for n in names]
             return verdicts[0] if len(verdicts) == 1 else verdicts      # Gradio wraps a single input's answer
 
@@ -405,6 +409,12 @@ class _Handlers:
                                     comment)
 
     # ---- page-only events -------------------------------------------------------------------------
+    def rate_page(self, generation_id: str | None, clarity: int, quality: int, match: int, comment: str,
+                  rater: str | None, request: gr.Request) -> str:
+        r = self.rate(generation_id, clarity, quality, match, comment, rater, request)
+        scores = ", ".join(f"{q} {r[q]}" for q in QUESTIONS)
+        return f"**Thank you:** rating {'updated' if r['updated'] else 'stored'} ({scores})."
+
     @staticmethod
     def _overrides(seed, duration_s, tempo_bpm, key, lofi_amount, textures) -> dict:
         """The override boxes read into Conditions fields (None: as the text says); gr.Error names a bad box."""
@@ -548,7 +558,7 @@ class _Handlers:
                       f"({_plural(summary['generations'], 'track')} generated).")
         else:
             counts = (f"No ratings yet ({_plural(summary['generations'], 'track')} generated). Make a track, "
-                      "listen, and rate it in the Rate tab; the table and chart fill in here.")
+                      "listen, and rate it beside the track in Create; the table and chart fill in here.")
         compared = self.studio.compare.results()
         with _PLOTTING:             # matplotlib's text layout is not thread-safe; several Results loads overlap
             return (counts, survey_table(summary), survey_plot(summary),
@@ -651,6 +661,25 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                         c_audio = gr.Audio(label="Your track", type="filepath", interactive=False,
                                            elem_id="track-audio")
                         c_summary = gr.Markdown(elem_id="track-summary")
+                        # Rating sits beside the track it rates (the one made last, here or in Chat).
+                        r_gid = gr.State(None)                   # that track's generation id
+                        with gr.Accordion("Rate this track (for our listening survey)", open=True,
+                                          elem_id="rate-panel"):
+                            r_heading = gr.Markdown("Generate a track, listen, then rate it here.",
+                                                    elem_id="rate-heading")
+                            with gr.Row():
+                                r_clarity = gr.Slider(1, 5, value=3, step=1, label="Clarity: could you hear each "
+                                                      "instrument clearly?", elem_id="rate-clarity")
+                                r_quality = gr.Slider(1, 5, value=3, step=1, label="Quality: how good does it "
+                                                      "sound?", elem_id="rate-quality")
+                                r_match = gr.Slider(1, 5, value=3, step=1, label="Match: does it fit the text?",
+                                                    elem_id="rate-match")
+                            with gr.Row():
+                                r_comment = gr.Textbox(label="Comment (optional)", lines=1, max_lines=4, scale=4,
+                                                       max_length=MAX_COMMENT_CHARS)
+                                r_btn = gr.Button("Submit rating", variant="primary", elem_id="submit-rating",
+                                                  scale=1)
+                            r_result = gr.Markdown(elem_id="rating-note")
                         c_files = gr.File(label="Downloads: WAV, MP3, MIDI", file_count="multiple")
                         with gr.Row():
                             c_stems_btn = gr.Button("Stems (zip): piano, drums, bass, textures", size="sm",
@@ -718,19 +747,6 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                 cmp_vote = gr.Button("Vote", elem_id="vote")
                 cmp_note = gr.Markdown(elem_id="vote-note")
 
-            with gr.Tab("Rate", id="rate"):
-                r_heading = gr.Markdown("Generate a track first (Create or Chat), listen, then rate it here.")
-                r_gid = gr.Textbox(label="Generation id", elem_id="generation-id", interactive=False)
-                r_clarity = gr.Slider(1, 5, value=3, step=1, label="Clarity: could you hear "
-                                      "each instrument clearly?", elem_id="rate-clarity")
-                r_quality = gr.Slider(1, 5, value=3, step=1, label="Quality: how good does it "
-                                      "sound?", elem_id="rate-quality")
-                r_match = gr.Slider(1, 5, value=3, step=1, label="Match: does it fit the text?",
-                                    elem_id="rate-match")
-                r_comment = gr.Textbox(label="Comment (optional)", lines=2, max_length=MAX_COMMENT_CHARS)
-                r_btn = gr.Button("Submit rating", variant="primary", elem_id="submit-rating")
-                r_result = gr.JSON(label="Your rating")
-
             with gr.Tab("Results", id="results") as results_tab:
                 s_counts = gr.Markdown(elem_id="survey-counts")
                 s_table = gr.Dataframe(headers=["question", "answers", "mean", "1", "2", "3", "4", "5"],
@@ -795,7 +811,8 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
 
         def make(trigger, fn, inputs, outputs, checks: dict | None = None, **kwargs):
             """A generation event: its own lane (GENERATE), checked and admitted when queued, timed."""
-            return trigger(gate.timed(fn), inputs, outputs, validator=gate(fn, GENERATE, **(checks or {})),
+            page = kwargs.get("api_visibility") == "private"
+            return trigger(gate.timed(fn), inputs, outputs, validator=gate(fn, GENERATE, page, **(checks or {})),
                            **gen, **kwargs)
 
         page_prompt = dict(prompt=_text("prompt"))
@@ -816,7 +833,7 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
              **private)
         for send in (chat_btn.click, chat_box.submit):
             said = send(studio.chat_say, [chat_box, chatbot], [chatbot, chat_box, chat_said],
-                        validator=gate(studio.chat_say, message=_text("message")), **light, **private)
+                        validator=gate(studio.chat_say, toast=True, message=_text("message")), **light, **private)
             make(said.success, studio.chat_answer, [chat_said, chatbot, r_gid], [chatbot, r_gid, r_heading],
                  **private)
         listening = l_start.click(studio.listen, l_prompt, [l_audio, l_now], concurrency_limit=config.listeners,
@@ -824,12 +841,15 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                                   validator=gate(studio.listen, LISTEN, prompt=PROMPT))
         l_stop.click(None, cancels=[listening], **private)
         for steer_event in (l_change.click, l_steer.submit):
-            steer_event(studio.steer_page, l_steer, [l_note, l_steer], validator=gate(studio.steer_page, text=TEXT),
-                        **light, **private)
+            steer_event(studio.steer_page, l_steer, [l_note, l_steer],
+                        validator=gate(studio.steer_page, toast=True, text=TEXT), **light, **private)
         rating = dict(validator=gate(studio.rate, RATE, generation_id=GENERATION_ID, **SCORE, comment=COMMENT),
                       **light)
-        r_btn.click(studio.rate, [r_gid, r_clarity, r_quality, r_match, r_comment, rater], r_result, **rating,
-                    api_name="rate_page", **private).success(studio.results, None, results_out, **light, **private)
+        page_rating = dict(validator=gate(studio.rate_page, RATE, True, generation_id=GENERATION_ID, **SCORE,
+                                          comment=COMMENT), **light)
+        r_btn.click(studio.rate_page, [r_gid, r_clarity, r_quality, r_match, r_comment, rater], r_result,
+                    **page_rating, api_name="rate_page", **private).success(studio.results, None, results_out,
+                                                                            **light, **private)
         # The API's own inputs: plain numbers, so 4.5 or 0 reach the check (a slider would round or refuse them
         # in Gradio's words).
         api_rate_btn.click(studio.rate, [api_gid, *api_scores, api_comment, rater], api_info, api_name="rate",
@@ -838,11 +858,11 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
         s_refresh.click(studio.results, None, results_out, **light, **private)
         for button, fn, out in ((a_export, studio.export, a_file), (a_export_pairs, studio.export_pairs, a_file),
                                 (a_show, studio.comments, a_comments)):
-            button.click(fn, a_password, out, validator=gate(fn, ADMIN, password=_text("password", 200)), **light,
-                         **private)
+            button.click(fn, a_password, out, validator=gate(fn, ADMIN, True, password=_text("password", 200)),
+                         **light, **private)
         cmp_next.click(studio.next_pair, rater, [cmp_a, cmp_b, cmp_prompt, cmp_pair, cmp_note], **light, **private)
         cmp_vote.click(studio.vote_page, [cmp_pair, cmp_quality, cmp_match, cmp_comment, rater],
-                       [cmp_note, cmp_quality, cmp_match, cmp_comment], validator=gate(studio.vote_page, RATE,
+                       [cmp_note, cmp_quality, cmp_match, cmp_comment], validator=gate(studio.vote_page, RATE, True,
                                                                                        comment=COMMENT),
                        **light, **private)
 
