@@ -208,3 +208,9 @@ def test_listen_forever_streams_is_steered_and_stops(page):
     sync_api.expect(now).to_contain_text("120 BPM", timeout=60_000)
     page.screenshot(path=ARTIFACTS / "5-listen.png", full_page=True)
     page.get_by_role("button", name="Stop").click()
+    page.wait_for_timeout(3000)
+    page.screenshot(path=ARTIFACTS / "11-listen-stopped.png", full_page=True)
+    # Stop ends the stream quietly: no red "Error" on the player or the now-playing line (issue #14, item 3).
+    for panel in ("#listen-audio", "#now-playing"):
+        assert page.locator(panel).get_by_text("Error", exact=True).count() == 0, panel
+    assert page.evaluate("() => document.querySelector('#listen-audio audio').paused")   # and the sound stops

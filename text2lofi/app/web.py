@@ -334,6 +334,7 @@ def _with_notes(g) -> str:
     return g.describe() + ("\n\n**Note:** " + "; ".join(notes) if notes else "")
 
 
+STOP_PLAYER_JS = "() => { document.querySelectorAll('#listen-audio audio').forEach((a) => a.pause()); }"
 HEADLINE_CHARS = 80      # a prompt quoted in a heading: longer ones are cut (a 2,000-character one fills a phone)
 
 
@@ -839,7 +840,8 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
         listening = l_start.click(studio.listen, l_prompt, [l_audio, l_now], concurrency_limit=config.listeners,
                                   concurrency_id=LISTEN, api_name="listen",
                                   validator=gate(studio.listen, LISTEN, prompt=PROMPT))
-        l_stop.click(None, cancels=[listening], **private)
+        # Stop cancels the stream on the server and silences the player (it would play what it has buffered).
+        l_stop.click(None, cancels=[listening], js=STOP_PLAYER_JS, **private)
         for steer_event in (l_change.click, l_steer.submit):
             steer_event(studio.steer_page, l_steer, [l_note, l_steer],
                         validator=gate(studio.steer_page, toast=True, text=TEXT), **light, **private)
