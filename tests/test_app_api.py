@@ -293,3 +293,19 @@ def test_a_long_prompt_is_cut_to_one_short_line_in_headings():
     shown = _headline(long)
     assert len(shown) <= HEADLINE_CHARS + 1 and shown.endswith("…") and "\n" not in shown
     assert _headline("lofi,\n 4 minutes") == "lofi, 4 minutes"
+
+
+def test_progress_only_moves_forward_names_the_stage_and_estimates_what_is_left():
+    from text2lofi.app.web import progress_reporter
+    shown, now = [], [0.0]
+    report = progress_reporter(lambda f, desc: shown.append((f, desc)), clock=lambda: now[0])
+    report("interpreting", 1.0)
+    for i in range(1, 11):                     # composing and rendering interleave, bar by bar
+        now[0] += 1.0
+        report("composing", i / 10)
+        report("rendering", (i - 1) / 10)      # a late, smaller report never moves the bar back
+    report("mastering", 0.0)
+    fractions = [f for f, _ in shown]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(0.76)
+    assert shown[-1][1] == "mastering · about 4 s left"       # 10 s for 76 %: 3.2 s to go, rounded up
+    assert shown[0][1] == "reading your words"                # no estimate before a tenth is done

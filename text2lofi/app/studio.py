@@ -39,6 +39,7 @@ SEED_RANGE = (0, 2**31 - 1)       # Conditions keep 31-bit seeds
 MAX_PROMPT_CHARS = 2000           # longest text a request may carry (a paragraph; the interpreter reads ~100 words)
 # Generation and pair ids are uuid4 text (survey.record_generation); anything else is refused before a lookup.
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+SAVING = "saving"                 # the stage after the pipeline's STAGES: the files a generation writes
 HISTORY_SIZE = 50                 # generations `history()` remembers, newest first
 
 
@@ -209,7 +210,8 @@ class Studio:
         loop of whole bars."""
         c = self.conditions(prompt, previous, seed, progress, **overrides)
         # No stems in memory: stems_zip() makes them again only when someone asks (AppConfig memory target).
-        return self._made(prompt, extras, lambda: generate(c, progress=progress, loop=bool(loop), keep_stems=False))
+        return self._made(prompt, extras, lambda: generate(c, progress=progress, loop=bool(loop), keep_stems=False),
+                          progress)
 
     def _earlier(self, generation_id: str) -> dict:
         earlier = self.store.generation(check_id(generation_id))
@@ -226,7 +228,8 @@ class Studio:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
             raise StudioError(f"seconds must be a number of seconds above 0, got {seconds!r}")
         self.check_duration(earlier["conditions"]["duration_s"] + seconds, "the extended length")
-        return self._made(earlier["prompt"], extras, lambda: extend(earlier["files"]["wav"], seconds, progress))
+        return self._made(earlier["prompt"], extras, lambda: extend(earlier["files"]["wav"], seconds, progress),
+                          progress)
 
     def vary(self, generation_id: str, part: str, seed: int | None = None, extras: bool = False,
              progress: Progress | None = None, section: int | None = None) -> Generation:
@@ -292,14 +295,17 @@ class Studio:
                                                             else seed, continue_s=float(continue_s),
                                                             progress=progress))
 
-    def _made(self, prompt: str, extras: bool, make) -> Generation:
-        """Run `make()` -> Track, turning the pipeline's concise ValueError into a StudioError; record it."""
+    def _made(self, prompt: str, extras: bool, make, progress: Progress | None = None) -> Generation:
+        """Run `make()` -> Track, turning the pipeline's concise ValueError into a StudioError; record it (the
+        files' writing reported as the stage SAVING)."""
         try:
             track = make()
         except NoSpace as exc:
             raise StudioError(str(exc)) from exc
         except ValueError as exc:
             raise StudioError(str(exc)) from exc
+        if progress is not None:
+            progress(SAVING, 0.0)
         return self._record(prompt, track, extras)
 
     def _record(self, prompt: str, track: Track, extras: bool) -> Generation:
