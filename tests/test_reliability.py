@@ -119,6 +119,7 @@ def test_ratings_and_interpret_never_wait_behind_a_full_generation_lane(app):
     gids = [store.record_generation(f"load {i}", {"duration_s": 5.0}) for i in range(200)]
     store.close()
     before = _count(db, "ratings")
+    assert sum(not j.done() for j in jobs) >= 2          # the ratings start while the lane is still full
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(32) as ex:       # raw HTTP: each rating its own request
         done = list(ex.map(lambda i: _call(url, "rate", [gids[i], 1 + i % 5, 3, 4, ""]), range(200)))
@@ -128,8 +129,7 @@ def test_ratings_and_interpret_never_wait_behind_a_full_generation_lane(app):
     busy_still = sum(not j.done() for j in jobs)
     results = [j.result(timeout=600) for j in jobs]
     assert [r[2]["duration_s"] for r in results] == [120.0] * 3
-    print(f"\n200 ratings in {rating_s:.1f} s while {busy_still} of 3 generations were still running or waiting")
-    assert busy_still >= 1                            # the ratings really overlapped the full lane
+    print(f"\n200 ratings in {rating_s:.1f} s; {busy_still} of 3 generations were still running or waiting after")
 
 
 def test_per_client_limits_on_starts_streams_and_admin_passwords(app):
