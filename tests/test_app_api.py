@@ -92,8 +92,8 @@ def test_rate_stores_one_row_per_rater_and_updates_it(client, generated, app):
     (("1b4e28ba-2fa1-41d2-883f-0016d3cca427", 3, 3, 3, ""), "unknown generation_id"),
     ((None, 0, 3, 3, ""), "clarity must be from 1 to 5, got 0"),
     ((None, 3, 9, 3, ""), "quality must be from 1 to 5, got 9"),
-    ((None, 4.5, 3, 3, ""), "clarity must be a whole number, got 4.5"),
-    ((None, True, 3, 3, ""), "clarity must be a number, got True"),
+    ((None, 4.5, 3, 3, ""), "clarity must be a whole number from 1 to 5, got 4.5"),
+    ((None, True, 3, 3, ""), "clarity must be a whole number from 1 to 5, got True"),
     ((None, 3, 3, 3, "x" * 100_000), "limit is 2000"),
 ])
 def test_bad_rating_is_refused_clearly_and_stores_nothing(client, generated, app, args, message):
@@ -108,7 +108,7 @@ def test_bad_rating_is_refused_clearly_and_stores_nothing(client, generated, app
     (("rainy night", 2.0, None), "5 to 600 s"),
     (("   ", 6.0, None), "prompt is empty"),
     (("rainy night", 6.0, -4), "seed must be"),
-    (("rainy night", 6.0, 1.5), "seed must be a whole number, got 1.5"),
+    (("rainy night", 6.0, 1.5), "seed must be a whole number from 0 to 2147483647, got 1.5"),
     (("x" * 5000, 6.0, None), "prompt is 5000 characters; the limit is 2000"),
 ])
 def test_bad_generate_is_refused_clearly_and_stores_nothing(client, app, args, message):

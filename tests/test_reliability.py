@@ -263,7 +263,7 @@ def _small_disk(path: Path) -> bool:
 def test_a_full_disk_is_named_and_leaves_nothing_half_written(tmp_path):
     disk = tmp_path / "small"
     if not _small_disk(disk):
-        pytest.skip("needs root to mount a 3 MB tmpfs as a full disk")
+        pytest.skip(reason="mounting a 3 MB tmpfs (the full disk) needs root, which this machine does not give")
     try:
         from text2lofi.app.studio import Studio, StudioError
         store = SurveyStore(f"sqlite:///{tmp_path / 's.db'}")

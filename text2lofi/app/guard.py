@@ -198,9 +198,11 @@ def sweep(folder: Path, retention: Retention, now: float | None = None, start: b
     removed = freed = 0
     if start:
         for p in stray_temporaries(folder):
-            freed += _size_and_mtime(p)[0] if p.exists() else 0
+            freed += p.stat().st_size
             _remove(p)
             removed += 1
+            if p.parent != folder and not any(p.parent.iterdir()):
+                p.parent.rmdir()          # a generation's folder that held only the half-written file
         for p in Path(tempfile.gettempdir()).glob(OLD_RUN_PREFIX + "*"):
             if p.is_dir() and p.resolve() != folder.resolve() and now - p.stat().st_mtime > retention.min_age_s:
                 freed += _size_and_mtime(p)[0]
@@ -231,9 +233,6 @@ def sweep(folder: Path, retention: Retention, now: float | None = None, start: b
             continue
         _remove(p)
         removed, freed, total = removed + 1, freed + size, total - size
-    for p in sorted((d for d in folder.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
-        if p.name not in KEEP and not any(p.iterdir()):                          # folders emptied above
-            p.rmdir()
     return {"removed": removed, "bytes": freed, "kept_bytes": total}
 
 

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None, prog: str = "text2lofi serve") -> int:
     limits = Limits(starts_per_minute=args.starts_per_minute, streams_per_client=args.streams_per_client,
                     ratings_per_minute=args.ratings_per_minute, admin_free_tries=args.admin_free_tries)
     retention = Retention(max_age_s=args.keep_hours * 3600, max_bytes=int(args.keep_gb * 1024**3))
-    config = AppConfig(output_dir=args.output_dir or default_output_dir(), max_duration_s=args.max_duration,
+    config = AppConfig(output_dir=args.output_dir, max_duration_s=args.max_duration,
                        concurrency=args.concurrency, queue_size=args.queue_size, compare=compare, limits=limits,
                        retention=retention)
     demo = build_app(SurveyStore(args.db_url), config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import math
 import re
 import secrets
 import shutil
@@ -177,8 +178,8 @@ class Studio:
     def check_seed(seed) -> int | None:
         if seed is None:
             return None
-        if isinstance(seed, bool) or not isinstance(seed, (int, float)) or seed != int(seed) \
-                or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        if isinstance(seed, bool) or not isinstance(seed, (int, float)) or not math.isfinite(seed) \
+                or seed != int(seed) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
             raise StudioError(f"seed must be a whole number from {SEED_RANGE[0]} to {SEED_RANGE[1]}, got {seed!r}")
         return int(seed)
 
@@ -300,9 +301,7 @@ class Studio:
         files' writing reported as the stage SAVING)."""
         try:
             track = make()
-        except NoSpace as exc:
-            raise StudioError(str(exc)) from exc
-        except ValueError as exc:
+        except (NoSpace, ValueError) as exc:
             raise StudioError(str(exc)) from exc
         if progress is not None:
             progress(SAVING, 0.0)
@@ -320,10 +319,10 @@ class Studio:
             if extras:
                 files["mp3"] = track.save(folder / "track.mp3")
                 files["piano_roll"] = piano_roll(track.midi, track.duration_s, folder / "piano_roll.png")
-        except (NoSpace, OSError) as exc:
+        except OSError as exc:                     # NoSpace included (an OSError with errno ENOSPC)
             shutil.rmtree(folder, ignore_errors=True)
-            if isinstance(exc, NoSpace) or exc.errno == errno.ENOSPC:
-                raise StudioError(f"no space left on {self.output_dir}") from exc
+            if exc.errno == errno.ENOSPC:
+                raise StudioError(str(NoSpace(self.output_dir))) from exc
             raise
         gid = self.store.record_generation(prompt, track.conditions.to_dict(), seed=track.conditions.seed,
                                            model_versions=track.metadata.get("models", {}), files=files)

@@ -46,7 +46,7 @@ from text2lofi.app.studio import (MAX_PROMPT_CHARS, SAVING, SEED_RANGE, Studio, 
                                   check_prompt, describe, shown)
 from text2lofi.app.compare import CONSENT
 from text2lofi.app.guard import GRADIO_CACHE, Backoff, Identity, RateWindow, Sweeper
-from text2lofi.app.survey import CHOICES, MAX_COMMENT_CHARS, QUESTIONS, SCORE_RANGE, SurveyStore
+from text2lofi.app.survey import CHOICES, MAX_COMMENT_CHARS, QUESTIONS, SurveyStore, check_score
 from text2lofi.pipeline import PARTS
 from text2lofi.conditions import DURATION_RANGE, SAMPLE_RATE, TEMPO_RANGE, TEXTURES, TONICS
 
@@ -125,8 +125,8 @@ def _flag(field: str) -> Callable:
 
 PROMPT, TEXT = check_prompt, (lambda v: check_prompt(v, "text", "slower"))
 GENERATION_ID, PAIR_ID = check_id, (lambda v: check_id(v, "pair_id"))
-SEED = _optional(_number("seed", *SEED_RANGE, whole=True))
-SCORE = {q: _number(q, *SCORE_RANGE, whole=True) for q in QUESTIONS}
+SEED = Studio.check_seed
+SCORE = {q: functools.partial(check_score, q) for q in QUESTIONS}
 COMMENT = _text("comment", MAX_COMMENT_CHARS)
 
 
@@ -193,8 +193,8 @@ class _Gate:
         return page_rater or self.identity.for_session(getattr(request, "session_hash", None))
 
     def __call__(self, fn: Callable, lane: str | None = None, toast: bool = False, **checks: Callable) -> Callable:
-        """A validator for `fn`'s event: `checks` maps fn's parameter names to checks; lane adds its room and
-        limits (GENERATE, LISTEN, RATE, ADMIN). toast: refuse with an error the page shows as a message (HTTP 400)
+        """A validator for `fn`'s event: `checks` maps fn's parameter names to checks (value -> ValueError naming
+        the field when it is refused); lane adds its room and limits (GENERATE, LISTEN, RATE, ADMIN). toast: refuse with an error the page shows as a message (HTTP 400)
         instead of marking an input (422), for page events whose inputs are not all on screen (a State)."""
         names = [n for n, p in inspect.signature(fn).parameters.items()
                  if n not in ("progress", "request") and p.kind is p.POSITIONAL_OR_KEYWORD]
@@ -206,7 +206,7 @@ class _Gate:
             for name, check in checks.items():
                 try:
                     check(values.get(name))
-                except StudioError as exc:
+                except ValueError as exc:                 # StudioError, or the survey's own check of a score
                     refused[name] = str(exc)
             if not refused and lane:
                 why = self._admit(lane, request, values)
@@ -471,8 +471,6 @@ class _Handlers:
 
     def stems(self, generation_id, progress=gr.Progress()):
         with _shown():
-            if not generation_id:
-                raise StudioError("no track yet: generate one first")
             return gr.File(str(self.studio.stems_zip(generation_id, self._progress(progress))), visible=True)
 
     def extend_page(self, generation_id, seconds, progress=gr.Progress()):
