@@ -194,8 +194,9 @@ class _Gate:
 
     def __call__(self, fn: Callable, lane: str | None = None, toast: bool = False, **checks: Callable) -> Callable:
         """A validator for `fn`'s event: `checks` maps fn's parameter names to checks (value -> ValueError naming
-        the field when it is refused); lane adds its room and limits (GENERATE, LISTEN, RATE, ADMIN). toast: refuse with an error the page shows as a message (HTTP 400)
-        instead of marking an input (422), for page events whose inputs are not all on screen (a State)."""
+        the field when it is refused); lane adds its room and limits (GENERATE, LISTEN, RATE, ADMIN). toast:
+        refuse with an error the page shows as a message (HTTP 400) instead of marking an input (422), for page
+        events whose inputs are not all on screen (a State)."""
         names = [n for n, p in inspect.signature(fn).parameters.items()
                  if n not in ("progress", "request") and p.kind is p.POSITIONAL_OR_KEYWORD]
 
