@@ -30,17 +30,18 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _running_app(folder: Path, *extra: str):
-    """`python app.py` on a free 127.0.0.1 port with its survey in folder/survey.sqlite3.
-    Yields (url, db_path, process)."""
+def _running_app(folder: Path, *extra: str, own_output_dir: bool = True, env: dict | None = None):
+    """`python app.py` on a free 127.0.0.1 port with its survey in folder/survey.sqlite3 and its outputs in
+    folder/out (own_output_dir=False: the app's default folder); env adds variables. Yields (url, db_path, process)."""
     port, db = _free_port(), folder / "survey.sqlite3"
     env = dict(os.environ, TEXT2LOFI_DB_URL=f"sqlite:///{db}", TEXT2LOFI_APP_ADMIN_PASSWORD=APP_ADMIN_PASSWORD,
-               GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
+               GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False", **(env or {}))
     log = open(folder / "server.log", "w")
     # A small blind-comparison pool (two systems, one prompt, 6 s clips) so its background rendering stays light.
     compare = ["--compare-systems", "rwkv,markov", "--compare-prompts", "rainy night study beats",
                "--compare-clip-s", "6", "--compare-seeds", "1", "--compare-min-listen-s", "1"]
-    proc = subprocess.Popen([sys.executable, "app.py", "--output-dir", str(folder / "out"), *compare, *extra],
+    outputs = ["--output-dir", str(folder / "out")] if own_output_dir else []
+    proc = subprocess.Popen([sys.executable, "app.py", *outputs, *compare, *extra],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120

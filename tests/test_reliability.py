@@ -308,3 +308,17 @@ def test_a_long_track_is_made_without_whole_track_copies():
     assert track == 150 * 44100 * 2 * 4
     grew = (after - before) / 2**20
     assert after - before <= 4 * track, f"peak grew {grew:.0f} MB for a {track / 2**20:.0f} MB track"
+
+
+def test_the_default_output_folder_outside_tmp_is_served(tmp_path, running_app):
+    """With no --output-dir the app writes under the user's cache folder (here XDG_CACHE_HOME under /var/tmp,
+    outside both the working folder and /tmp, as ~/.cache is): Gradio must be allowed to serve from it."""
+    cache = Path(tempfile.mkdtemp(prefix="t2l-cache-", dir="/var/tmp" if os.path.isdir("/var/tmp") else None))
+    try:
+        with running_app(tmp_path, own_output_dir=False, env={"XDG_CACHE_HOME": str(cache)}) as (url, _, _):
+            audio, _, info = Client(url, verbose=False).predict("lofi, 5 seconds", None, 3, api_name="/generate")
+            assert info["duration_s"] == 5.0 and Path(audio).stat().st_size > 0
+        assert list((cache / "text2lofi" / "outputs").glob("gen-*/track.wav"))
+    finally:
+        import shutil
+        shutil.rmtree(cache, ignore_errors=True)

@@ -107,9 +107,10 @@ def main(argv: list[str] | None = None, prog: str = "text2lofi serve") -> int:
     demo = build_app(SurveyStore(args.db_url), config)
     demo.studio.compare.start_filling()      # the pool renders in the background; pairs appear as clips land
     # No monitoring dashboard (it shows every request to whoever holds its URL); uploads (a video to score, a
-    # MIDI file) are capped; threads: see AppConfig.threads.
+    # MIDI file) are capped; threads: see AppConfig.threads. Gradio serves only files under the working folder, the
+    # system's temp folder or allowed_paths: the output folder (by default under ~/.cache) is named here.
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, enable_monitoring=False,
-                max_threads=config.threads)
+                max_threads=config.threads, allowed_paths=[str(demo.output_dir)])
     return 0
 
 

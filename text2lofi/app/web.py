@@ -929,4 +929,5 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
     gate.demo = demo
     demo.studio = studio.studio          # serve.main starts the comparison pool's rendering
     demo.sweeper = sweeper
+    demo.output_dir = output_dir         # serve.main lets Gradio serve files from it
     return demo
