@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import re
 import signal
 import sqlite3
 import time
@@ -309,3 +310,27 @@ def test_progress_only_moves_forward_names_the_stage_and_estimates_what_is_left(
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(0.76)
     assert shown[-1][1] == "mastering · about 4 s left"       # 10 s for 76 %: 3.2 s to go, rounded up
     assert shown[0][1] == "reading your words"                # no estimate before a tenth is done
+
+
+def test_remix_changes_levels_from_stems_keeps_length_and_refuses_bad_levels(client, generated, app):
+    audio_path, _, info = generated                         # 6 s: piano, drums, bass, rain and vinyl
+    rows = _count(app[1], "generations")
+    mixed_path, midi_path, mixed = client.predict(info["generation_id"], {"drums": -60, "rain": 6, "lofi": -60},
+                                                  api_name="/remix")
+    with AudioFile(audio_path) as f:
+        original = f.read(f.frames)
+    with AudioFile(mixed_path) as f:
+        assert (f.samplerate, f.num_channels, f.frames) == (SR, 2, 6 * SR)   # the same length
+        remixed = f.read(f.frames)
+    assert mixed["mix_levels"] == {"drums": -60.0, "rain": 6.0, "lofi": -60.0}
+    assert mixed["conditions"]["seed"] == 11 and mixed["generation_id"] != info["generation_id"]
+    assert abs(remixed - original).max() > 0.05                              # it is another mix
+    assert pretty_midi.PrettyMIDI(midi_path).instruments                      # the notes come along
+    assert _count(app[1], "generations") == rows + 1                          # a new, rateable generation
+    for levels, message in (({"cowbell": 3}, "'cowbell' is not a layer"),
+                            ({"piano": 40}, "levels['piano'] must be from -60 to 12"),
+                            ({"thunder": 0}, "'thunder' is not a layer of this track"),
+                            ("loud", "levels must be a dict")):
+        with pytest.raises(REFUSED, match=re.escape(message)):
+            client.predict(info["generation_id"], levels, api_name="/remix")
+    assert _count(app[1], "generations") == rows + 1                          # nothing stored for those

@@ -214,3 +214,74 @@ def test_listen_forever_streams_is_steered_and_stops(page):
     for panel in ("#listen-audio", "#now-playing"):
         assert page.locator(panel).get_by_text("Error", exact=True).count() == 0, panel
     assert page.evaluate("() => document.querySelector('#listen-audio audio').paused")   # and the sound stops
+
+
+def _entries(page) -> list[str]:
+    return [t.strip() for t in page.locator("#history label").all_inner_texts() if t.strip()]
+
+
+def test_tracks_play_while_made_stay_in_a_history_and_are_mixed_retaken_changed(page):
+    page.get_by_role("tab", name="Create").click()
+    before = len(_entries(page))
+    page.get_by_label("Describe your track").fill("rainy night study beats")
+    _open(page, "Override what the text says", page.get_by_label("Duration (s)"))
+    page.get_by_label("Duration (s)").fill("8")
+    old = page.evaluate("() => (document.querySelector('#track-preview audio') || {}).src || ''")
+    page.locator("#generate").click()
+    # The preview player starts playing the first bars before the finished track arrives.
+    page.wait_for_function("(old) => { const a = document.querySelector('#track-preview audio'); "
+                           "return a && a.src && a.src !== old && a.currentTime > 0; }", arg=old,
+                           timeout=GENERATION_TIMEOUT_MS)
+    summary = page.locator("#track-summary")
+    sync_api.expect(summary).to_contain_text("· 8 s ·", timeout=GENERATION_TIMEOUT_MS)
+    seed = re.search(r"seed (\d+)", summary.inner_text()).group(1)
+    sync_api.expect(page.locator("#history label")).to_have_count(before + 1, timeout=30_000)
+    assert "rainy night study beats · 0:08" in _entries(page)[0]
+
+    page.locator("#again").click()                       # same settings, a new seed: a second entry
+    sync_api.expect(summary).not_to_contain_text(f"seed {seed}", timeout=GENERATION_TIMEOUT_MS)
+    sync_api.expect(summary).to_contain_text("· 8 s ·")
+    sync_api.expect(page.locator("#history label")).to_have_count(before + 2, timeout=30_000)
+
+    page.get_by_text("Mixer: each layer's level").click()  # the track's own layers, at 0 dB
+    sync_api.expect(page.locator("#mix-piano")).to_be_visible()
+    sync_api.expect(page.locator("#mix-lofi")).to_be_visible()
+    sync_api.expect(page.locator("#mix-thunder")).to_be_hidden()
+    page.locator("#mix-piano input[type=number]").fill("-60")
+    page.locator("#mix-rain input[type=number]").fill("6")
+    page.locator("#mix-apply").click()
+    sync_api.expect(summary).to_contain_text("Mix: piano off, rain +6 dB", timeout=GENERATION_TIMEOUT_MS)
+    sync_api.expect(page.locator("#track-audio")).to_contain_text("0:08")
+    page.locator("#mixer").scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "11-history-mixer.png", full_page=True)
+
+    tempo = int(re.search(r"(\d+) BPM", summary.inner_text()).group(1))
+    page.get_by_label("Change this track").fill("slower")
+    page.locator("#change").click()
+    sync_api.expect(summary).not_to_contain_text(f"{tempo} BPM", timeout=GENERATION_TIMEOUT_MS)
+    assert int(re.search(r"(\d+) BPM", summary.inner_text()).group(1)) < tempo
+    sync_api.expect(page.locator("#history label")).to_have_count(before + 4, timeout=30_000)
+
+    page.reload()                                        # the list is kept in this browser
+    sync_api.expect(page.locator("#history label")).to_have_count(before + 4, timeout=30_000)
+    picked = _entries(page)[3]
+    assert f"seed {seed}" in picked and "mixed" not in picked
+    page.locator("#history label").nth(3).click()        # the first take comes back as the current track
+    sync_api.expect(summary).to_contain_text(f"seed {seed}", timeout=30_000)
+    sync_api.expect(page.locator("#track-audio")).to_contain_text("0:08")
+    page.locator("#history-delete").click()
+    sync_api.expect(page.locator("#history label")).to_have_count(before + 3, timeout=30_000)
+    assert picked not in _entries(page)
+
+
+def test_a_phone_sees_every_tab_and_the_track(page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.get_by_role("tab", name="Create").click()
+        tabs = [t.inner_text() for t in page.get_by_role("tab").all() if t.is_visible()]
+        assert tabs == ["Create", "Score a video", "Chat", "Listen forever", "Compare", "Results"]
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390                               # nothing scrolls sideways
+        page.screenshot(path=ARTIFACTS / "12-phone.png", full_page=True)
+    finally:
+        page.set_viewport_size({"width": 1300, "height": 1000})

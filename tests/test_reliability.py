@@ -26,7 +26,7 @@ from text2lofi.app.web import _ensure_rater
 pytestmark = pytest.mark.e2e
 
 PUBLIC = {"/generate", "/interpret", "/rate", "/accompany", "/refine", "/loop", "/extend", "/vary", "/score_video",
-          "/listen", "/survey_pair", "/survey_vote", "/steer"}
+          "/listen", "/survey_pair", "/survey_vote", "/steer", "/remix"}
 # A small blind-comparison pool is set by conftest; these make the lanes and limits easy to reach.
 SMALL = ["--concurrency", "1", "--queue-size", "2", "--starts-per-minute", "6", "--streams-per-client", "1",
          "--admin-free-tries", "2"]

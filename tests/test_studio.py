@@ -124,7 +124,7 @@ def test_extend_vary_and_score_refusals_name_the_field_and_leave_nothing(studio,
         studio.score_video(str(long_clip), "lofi")
     assert (_rows(studio, "generations"), sorted(studio.output_dir.iterdir())) == before
     longer = studio.extend(first.id, 3)
-    assert longer.track.duration_s == 8.0 and longer.conditions.seed == first.conditions.seed
+    assert longer.duration_s == 8.0 and longer.conditions.seed == first.conditions.seed
 
 
 def test_stems_are_made_only_when_asked_and_match_the_track(studio, first):
@@ -140,3 +140,25 @@ def test_stems_are_made_only_when_asked_and_match_the_track(studio, first):
     assert studio.stems_zip(first.id) == path                       # once made, served again
     with pytest.raises(StudioError, match="generation_id 'nope' is not an id from this server"):
         studio.stems_zip("nope")
+
+
+def test_a_new_take_a_mix_recall_and_forget(studio, first):
+    take = studio.again(first.id)                            # the same settings, another seed
+    assert take.conditions.seed != first.conditions.seed
+    assert (take.conditions.tempo_bpm, take.conditions.key, take.duration_s) == \
+        (first.conditions.tempo_bpm, first.conditions.key, first.duration_s)
+    assert sorted(p.name for p in take.mixer.iterdir()) == ["bass.f16", "drums.f16", "piano.f16", "rain.f16",
+                                                             "vinyl.f16"]
+    mixed = studio.remix(take.id, {"piano": 3, "vinyl": -60})
+    assert mixed.mixer == take.mixer and mixed.metadata["mix_levels"] == {"piano": 3.0, "vinyl": -60.0}
+    again = studio.remix(mixed.id, {})                      # levels are against the track as first made
+    with AudioFile(str(take.files["wav"])) as f, AudioFile(str(again.files["wav"])) as g:
+        assert abs(f.read(f.frames) - g.read(g.frames)).max() < 5e-3       # float16 stems: not bit for bit
+    shown = studio.recall(mixed.id)
+    assert (shown.prompt, shown.conditions, shown.duration_s) == (mixed.prompt, mixed.conditions, 5.0)
+    assert shown.chart() == take.chart() and shown.files["wav"] == mixed.files["wav"]
+    studio.forget(mixed.id)
+    assert not mixed.files["wav"].exists() and take.mixer.is_dir()          # the source's stems stay
+    with pytest.raises(StudioError, match="no longer on this server"):
+        studio.recall(mixed.id)
+    assert studio.store.generation(mixed.id) is not None                     # the survey keeps its row

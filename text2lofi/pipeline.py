@@ -25,14 +25,14 @@ import pretty_midi
 
 from text2lofi.audio import files
 from text2lofi.audio.files import NoSpace
-from text2lofi.audio.effects import Master, master_to_lufs
+from text2lofi.audio.effects import LofiChain, Master, master_to_lufs
 from text2lofi.audio.mix import Mixer
 from text2lofi.audio.render import piano_program_for
 from text2lofi.audio.textures import TextureBed
 from text2lofi.compose.arrangement import BarGrid, Section, extension_plan
 from text2lofi.compose.composer import ComposedBar, Composer, bars_to_midi
 from text2lofi.compose.given import read_given
-from text2lofi.conditions import DURATION_RANGE, SAMPLE_RATE, Conditions
+from text2lofi.conditions import DURATION_RANGE, SAMPLE_RATE, TEXTURES, Conditions
 
 IN_MEMORY_MAX_S = 20 * 60     # up to 20 min the whole track is held (~210 MB) and mastered in two passes
 MIDI_MAX_S = 2 * 3600         # longer tracks keep no MIDI in memory (12 h would be ~10^6 note objects)
@@ -43,6 +43,39 @@ STAGES = ("interpreting", "composing", "rendering", "mastering")
 RAW_PREFIX, RAW_SUFFIX = "text2lofi-", ".f32"   # a long track's samples: <tmp>/text2lofi-<pid>-*.f32
 
 Progress = Callable[[str, float], None]
+STEM_SUFFIX = ".f16"          # a mixer stem: raw float16 (n_samples, 2), the track's length (Taps.stems_dir)
+
+
+@dataclass
+class Taps:
+    """What the app takes off a track while it is made (both optional, neither changes the track):
+    on_mix gets each pre-master mix chunk ((n, 2) float32, in order) as soon as it is mixed, for a preview that
+    plays while the rest is made; stems_dir gets every balanced stem before the lo-fi chain and each texture
+    on its own, as <name>.f16 files, for remix()."""
+    on_mix: Callable[[np.ndarray], None] | None = None
+    stems_dir: Path | None = None
+
+
+class _StemFiles:
+    """Balanced stems appended chunk by chunk to raw float16 files (half the size of float32; the mixer's
+    levels and the master's gain dwarf its 2^-11 relative rounding): flat memory for any length."""
+
+    def __init__(self, folder: Path | None):
+        self.folder, self.files = folder, {}
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, stems: dict[str, np.ndarray], n: int) -> None:
+        if self.folder is None:
+            return
+        for name, audio in stems.items():
+            if name not in self.files:
+                self.files[name] = open(self.folder / f"{name}{STEM_SUFFIX}", "wb")
+            self.files[name].write(np.ascontiguousarray(audio[:n], np.float16).tobytes())
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
 
 
 def _no_progress(stage: str, fraction: float) -> None:
@@ -209,19 +242,22 @@ def _metadata(c: Conditions, composer: Composer, prompt, timings: dict) -> dict:
 
 
 def generate(prompt: str | Conditions, seed: int | None = None, progress: Progress | None = None,
-             sample_rate: int = SAMPLE_RATE, loop: bool = False, keep_stems: bool = True, **overrides) -> Track:
+             sample_rate: int = SAMPLE_RATE, loop: bool = False, keep_stems: bool = True,
+             taps: Taps | None = None, **overrides) -> Track:
     """Text or Conditions -> Track with exactly round(duration_s * sample_rate) samples.
 
     loop=True: a seamless loop of whole bars (the length rounded to the nearest whole bar, said in the
     warnings): its end flows into its start, see _make_loop. keep_stems=False: Track.stems stays empty (a
-    10-minute track's four stems are 850 MB; the app builds stems only when asked, with remake())."""
+    10-minute track's four stems are 850 MB; the app builds stems only when asked, with remake()). taps: what
+    the app takes off the track while it is made (a preview, the mixer's stems)."""
     progress = progress or _no_progress
     t0 = time.perf_counter()
     c = resolve(prompt, seed, progress=progress, **overrides)
     if loop:
         c = _whole_bars(c, sample_rate)
     timings = {"interpret": time.perf_counter() - t0}
-    return _make_track(c, Composer(c, sample_rate=sample_rate, loop=loop), prompt, progress, timings, keep_stems)
+    return _make_track(c, Composer(c, sample_rate=sample_rate, loop=loop), prompt, progress, timings, keep_stems,
+                       taps)
 
 
 def _whole_bars(c: Conditions, sample_rate: int) -> Conditions:
@@ -238,7 +274,7 @@ def _whole_bars(c: Conditions, sample_rate: int) -> Conditions:
 
 def accompany(midi: str | os.PathLike, prompt: str | Conditions = "lofi", seed: int | None = None,
               continue_s: float = 0.0, progress: Progress | None = None, sample_rate: int = SAMPLE_RATE,
-              **overrides) -> Track:
+              taps: Taps | None = None, **overrides) -> Track:
     """A MIDI file's notes kept exactly (pitches, onsets, lengths) as the piano, with drums, bass and textures
     added; tempo, key and chords come from the file (and are said in the warnings when estimated). The prompt
     sets the feel (energy, textures, lo-fi amount...). continue_s > 0: the piano model, having read the file,
@@ -256,7 +292,8 @@ def accompany(midi: str | os.PathLike, prompt: str | Conditions = "lofi", seed: 
                   duration_s=given.n_bars * given.bar_s + float(continue_s), progression=given.chords[-4:],
                   warnings=c.warnings + notes)
     timings = {"interpret": time.perf_counter() - t0}
-    track = _make_track(c, Composer(c, sample_rate=sample_rate, given=given), prompt, progress, timings)
+    track = _make_track(c, Composer(c, sample_rate=sample_rate, given=given), prompt, progress, timings,
+                        taps=taps)
     track.metadata["given_midi"] = given.path.name
     return track
 
@@ -301,7 +338,7 @@ class _Spliced:
 
 
 def _remake(track, progress: Progress | None, note: str, plan_of=None, seeds: dict | None = None,
-            section: int | None = None, **changes) -> Track:
+            section: int | None = None, taps: Taps | None = None, **changes) -> Track:
     """Compose a track again from its metadata: same conditions (with `changes`), seeds, plan
     (`plan_of(old_plan, conditions)` to change it) and section splices, so every part that is not redrawn comes
     out note for note. `seeds` redraws parts: everywhere, or with `section` only in that section (a splice)."""
@@ -331,7 +368,7 @@ def _remake(track, progress: Progress | None, note: str, plan_of=None, seeds: di
     if meta.get("models") and meta["models"] != composer.versions:
         c.warnings.append(f"the models changed since this track was made ({meta['models']} -> "
                           f"{composer.versions}); its notes will differ")
-    track = _make_track(c, composer, meta.get("prompt"), progress or _no_progress, {})
+    track = _make_track(c, composer, meta.get("prompt"), progress or _no_progress, {}, taps=taps)
     track.metadata |= {"made_from": note, "splices": [list(x) for x in splices]}
     return track
 
@@ -341,7 +378,8 @@ def remake(track: Track | str | os.PathLike, progress: Progress | None = None) -
     return _remake(track, progress, "made again")
 
 
-def extend(track: Track | str | os.PathLike, seconds: float, progress: Progress | None = None) -> Track:
+def extend(track: Track | str | os.PathLike, seconds: float, progress: Progress | None = None,
+           taps: Taps | None = None) -> Track:
     """The track exactly `seconds` longer: every note before its outro kept (same seed, same model state), then
     new bars from where the models were, and a new outro at the new end. Deterministic."""
     seconds = float(seconds)
@@ -355,11 +393,12 @@ def extend(track: Track | str | os.PathLike, seconds: float, progress: Progress 
     def longer(plan, c):
         grid = BarGrid(c.tempo_bpm, int(meta.get("sample_rate", SAMPLE_RATE)))
         return extension_plan(plan, grid.bars_for(int(round(c.duration_s * grid.sample_rate))), c.piano, c.drums)
-    return _remake(track, progress, f"extended by {seconds:g} s", plan_of=longer, duration_s=old_s + seconds)
+    return _remake(track, progress, f"extended by {seconds:g} s", plan_of=longer, taps=taps,
+                   duration_s=old_s + seconds)
 
 
 def vary(track: Track | str | os.PathLike, part: str, seed: int | None = None, section: int | None = None,
-         progress: Progress | None = None) -> Track:
+         progress: Progress | None = None, taps: Taps | None = None) -> Track:
     """The same track with one part ("piano", "drums" or "bass") drawn again from `seed` (new if None); the other
     parts come out note for note, except that the bass, locked to the kick, follows new drums (same roots on
     the one). Deterministic for a seed. section: redraw the part in that section only (an index into the
@@ -368,7 +407,84 @@ def vary(track: Track | str | os.PathLike, part: str, seed: int | None = None, s
         raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
     seed = secrets.randbelow(2**31) if seed is None else int(seed)
     where = "" if section is None else f" in section {section}"
-    return _remake(track, progress, f"{part} varied{where} with seed {seed}", seeds={part: seed}, section=section)
+    return _remake(track, progress, f"{part} varied{where} with seed {seed}", seeds={part: seed}, section=section,
+                   taps=taps)
+
+
+MIX_DB_RANGE = (-60.0, 12.0)   # a mixer level in dB against the track as made; the bottom means silent
+LOFI_LAYER = "lofi"            # the mixer's level of the lo-fi chain's effect (0 dB: as made, bottom: dry)
+
+
+def mixer_layers(stems_dir: str | os.PathLike) -> list[str]:
+    """The layers a track's mixer stems hold (parts, then textures, in a fixed order), then LOFI_LAYER."""
+    have = {p.name[:-len(STEM_SUFFIX)] for p in Path(stems_dir).glob(f"*{STEM_SUFFIX}")}
+    known = [name for name in (*PARTS, *TEXTURES, "textures") if name in have]
+    return known + [LOFI_LAYER] if known else []
+
+
+def mix_gains(levels: dict, layers: list[str]) -> dict[str, float]:
+    """levels (layer -> dB, missing: 0) -> linear gain per layer; ValueError names a bad layer or level."""
+    if not isinstance(levels, dict):
+        raise ValueError(f"levels must be a dict of layer -> dB, got {type(levels).__name__}")
+    unknown = [k for k in levels if k not in layers]
+    if unknown:
+        raise ValueError(f"levels: {', '.join(map(repr, unknown))} is not a layer of this track "
+                         f"(it has {', '.join(layers)})")
+    lo, hi = MIX_DB_RANGE
+    gains = {}
+    for name in layers:
+        db = levels.get(name, 0.0)
+        if isinstance(db, bool) or not isinstance(db, (int, float)) or not lo <= db <= hi:
+            raise ValueError(f"levels[{name!r}] must be a number of dB from {lo:g} to {hi:g} ({lo:g}: silent), "
+                             f"got {db!r}")
+        gains[name] = 0.0 if db <= lo else 10.0 ** (db / 20.0)
+    return gains
+
+
+def remix(track: Track | str | os.PathLike, stems_dir: str | os.PathLike, levels: dict,
+          midi: str | os.PathLike | None = None, progress: Progress | None = None) -> Track:
+    """The track mixed again from its mixer stems (Taps.stems_dir) at new levels (layer -> dB against the
+    track as made), nothing composed or synthesized again: the parts summed at their levels, the lo-fi chain
+    run on that sum (LOFI_LAYER scales its effect: wet = dry + gain * (chain - dry)), each texture added at its
+    level, then the same fade and master. Same length; `midi` (the track's .mid) is carried over."""
+    progress = progress or _no_progress
+    t0 = time.perf_counter()
+    meta = track_metadata(track)
+    layers = mixer_layers(stems_dir)
+    if not layers:
+        raise ValueError("this track has no mixer stems (tracks made before the mixer, or on the command line)")
+    gains = mix_gains(levels, layers)
+    c = Conditions.from_dict(meta["conditions"]).replace(warnings=[])
+    sr = int(meta.get("sample_rate", SAMPLE_RATE))
+    stems = {name: np.memmap(Path(stems_dir) / f"{name}{STEM_SUFFIX}", np.float16, "r").reshape(-1, 2)
+             for name in layers if name != LOFI_LAYER}
+    n = len(next(iter(stems.values())))
+    progress("mastering", 0.0)
+    dry = np.zeros((n, 2), np.float32)
+    for name in PARTS:
+        if name in stems and gains[name]:
+            dry += stems[name].astype(np.float32) * np.float32(gains[name])
+    chain = LofiChain(c.lofi_amount, sample_rate=sr, seed=c.seed)
+    out = chain.process(dry)
+    out[:chain.latency] = 0.0                  # as Mixer.mix leaves the chain's first samples
+    if gains[LOFI_LAYER] != 1.0:               # dry + g * (wet - dry), in place
+        out -= dry
+        out *= np.float32(gains[LOFI_LAYER])
+        out += dry
+    del dry
+    for name, audio in stems.items():
+        if name not in PARTS and gains[name]:
+            out += audio.astype(np.float32) * np.float32(gains[name])
+    if not meta.get("loop"):
+        _fade(out, 0, n, sr)
+    audio = master_to_lufs(out, sr).astype(np.float32, copy=False)
+    progress("mastering", 1.0)
+    shown = {k: float(levels[k]) for k in layers if k in levels}
+    metadata = meta | {"mix_levels": shown, "made_from": "remixed at " + (
+        ", ".join(f"{k} {v:+g} dB" for k, v in shown.items()) or "the levels as made"),
+        "timings_s": {"remix": time.perf_counter() - t0}}
+    pm = pretty_midi.PrettyMIDI(str(midi)) if midi is not None and Path(midi).is_file() else None
+    return Track(audio, sr, pm, c, {}, metadata)
 
 
 def render_midi(pm: pretty_midi.PrettyMIDI, c: Conditions, sample_rate: int = SAMPLE_RATE) -> Track:
@@ -386,26 +502,33 @@ def render_midi(pm: pretty_midi.PrettyMIDI, c: Conditions, sample_rate: int = SA
 
 
 def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict,
-                keep_stems: bool = True) -> Track:
+                keep_stems: bool = True, taps: Taps | None = None) -> Track:
+    taps = taps or Taps()
     if composer.loop:
-        return _make_loop(c, composer, prompt, progress, timings)
+        return _make_loop(c, composer, prompt, progress, timings, taps)
     sample_rate = composer.grid.sample_rate
     n_samples = int(round(c.duration_s * sample_rate))
-    mixer = Mixer(c, sample_rate)
     if c.duration_s > IN_MEMORY_MAX_S:
-        return _generate_long(c, composer, mixer, n_samples, prompt, progress, timings)
+        return _generate_long(c, composer, Mixer(c, sample_rate), n_samples, prompt, progress, timings)
+    mixer, stem_files = Mixer(c, sample_rate, split_textures=taps.stems_dir is not None), _StemFiles(taps.stems_dir)
 
     bars: list[ComposedBar] = []
     t1 = time.perf_counter()
     # Chunks are written into arrays of the final length (no list of chunks and no concatenated copy: a
     # 10-minute mix is 212 MB).
     audio, stems, at = np.zeros((n_samples, 2), np.float32), {}, 0
-    for mix, balanced in _bar_chunks(composer, mixer, n_samples, progress, bars):
-        n = min(len(mix), n_samples - at)
-        audio[at:at + n] = mix[:n]
-        for k, v in balanced.items() if keep_stems else ():
-            stems.setdefault(k, np.zeros((n_samples, 2), np.float32))[at:at + n] = v[:n]
-        at += n
+    try:
+        for mix, balanced in _bar_chunks(composer, mixer, n_samples, progress, bars):
+            n = min(len(mix), n_samples - at)
+            audio[at:at + n] = mix[:n]
+            if taps.on_mix is not None:
+                taps.on_mix(mix[:n])
+            stem_files.write(balanced, n)
+            for k, v in balanced.items() if keep_stems else ():
+                stems.setdefault(k, np.zeros((n_samples, 2), np.float32))[at:at + n] = v[:n]
+            at += n
+    finally:
+        stem_files.close()
     timings["compose_render_mix"] = time.perf_counter() - t1
     progress("mastering", 0.0)
     t2 = time.perf_counter()
@@ -417,7 +540,7 @@ def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, t
     return Track(audio, sample_rate, midi, c, stems, _metadata(c, composer, prompt, timings))
 
 
-def _make_loop(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict) -> Track:
+def _make_loop(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict, taps: Taps) -> Track:
     """A seamless loop, made as if it had already been playing: the notes still ringing at its end (synth releases,
     the chain's tails) are rendered past the end and added onto its start, and the texture bed's continuation past
     the end cross-fades (equal power) into its start over LOOP_TAIL_S. No fade in or out; the last bar's chord
@@ -445,11 +568,15 @@ def _make_loop(c: Conditions, composer: Composer, prompt, progress: Progress, ti
     finally:
         mixer.close()
     music = _wrap(mix, n, tail)
-    if c.textures:
-        bed = TextureBed(c.textures, sample_rate=sr, seed=c.seed).render(n + tail)
-        fade = np.linspace(0.0, np.pi / 2, tail, endpoint=False, dtype=np.float32)[:, None]
+    fade = np.linspace(0.0, np.pi / 2, tail, endpoint=False, dtype=np.float32)[:, None]
+
+    def wrapped_bed(bed: np.ndarray) -> np.ndarray:
         looped = bed[:n].copy()
         looped[:tail] = bed[:tail] * np.sin(fade) + bed[n:] * np.cos(fade)
+        return looped
+    layers = TextureBed(c.textures, sample_rate=sr, seed=c.seed).render_layers(n + tail) if c.textures else {}
+    if layers:
+        looped = wrapped_bed(sum(layers.values()))
         music += looped
     timings["compose_render_mix"] = time.perf_counter() - t1
     progress("mastering", 0.0)
@@ -457,6 +584,11 @@ def _make_loop(c: Conditions, composer: Composer, prompt, progress: Progress, ti
     progress("mastering", 1.0)
     midi = bars_to_midi(bars, c, piano_program_for(c.mood), sr, n)
     stems = {k: _wrap(v, n, tail) for k, v in balanced.items()}
+    if taps.on_mix is not None:
+        taps.on_mix(music)
+    stem_files = _StemFiles(taps.stems_dir)
+    stem_files.write(stems | {k: wrapped_bed(v) for k, v in layers.items()}, n)
+    stem_files.close()
     if c.textures:
         stems["textures"] = looped
     meta = _metadata(c, composer, prompt, timings) | {"loop": True}

@@ -23,7 +23,7 @@ import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -33,8 +33,8 @@ from text2lofi.conditions import DURATION_RANGE, Conditions
 from text2lofi.live import LiveStream, stream
 from text2lofi.compose.given import read_given
 from text2lofi.audio.files import NoSpace, atomic_path
-from text2lofi.pipeline import (PARTS, Progress, Track, accompany, extend, generate, remake, resolve, score_video,
-                                vary)
+from text2lofi.pipeline import (PARTS, Progress, Taps, Track, accompany, extend, generate, remake, remix, resolve,
+                                score_video, track_metadata, vary)
 
 SEED_RANGE = (0, 2**31 - 1)       # Conditions keep 31-bit seeds
 MAX_PROMPT_CHARS = 2000           # longest text a request may carry (a paragraph; the interpreter reads ~100 words)
@@ -42,6 +42,8 @@ MAX_PROMPT_CHARS = 2000           # longest text a request may carry (a paragrap
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SAVING = "saving"                 # the stage after the pipeline's STAGES: the files a generation writes
 HISTORY_SIZE = 50                 # generations `history()` remembers, newest first
+MIXER_DIR = "mixer"               # a generation's mixer stems (pipeline.Taps.stems_dir), in its folder
+OnMix = Callable[[np.ndarray], None]   # gets each pre-master chunk as it is mixed (pipeline.Taps.on_mix)
 
 
 class StudioError(ValueError):
@@ -128,27 +130,34 @@ def piano_roll(midi, duration_s: float, path: Path) -> Path:
 
 @dataclass(frozen=True)
 class Generation:
-    """One made track: its survey id, the text that asked for it, the track and the files written for it."""
+    """One made track: its survey id, the text that asked for it, what it is and the files written for it (a
+    fresh one, or one recalled from disk by its id)."""
     id: str
     prompt: str
-    track: Track = field(repr=False)
+    conditions: Conditions
+    duration_s: float
+    metadata: dict = field(repr=False)
     files: dict[str, Path]
-
-    @property
-    def conditions(self) -> Conditions:
-        return self.track.conditions
 
     def describe(self) -> str:
         return describe(self.conditions)
 
     def info(self) -> dict:
         """What the API returns beside the files."""
-        return {"generation_id": self.id, "conditions": self.conditions.to_dict(),
-                "duration_s": self.track.duration_s, "models": self.track.metadata.get("models", {}),
-                "chords": self.track.metadata.get("chords", []), "plan": self.track.metadata.get("plan", [])}
+        info = {"generation_id": self.id, "conditions": self.conditions.to_dict(), "duration_s": self.duration_s,
+                "models": self.metadata.get("models", {}), "chords": self.metadata.get("chords", []),
+                "plan": self.metadata.get("plan", [])}
+        if "mix_levels" in self.metadata:
+            info["mix_levels"] = self.metadata["mix_levels"]
+        return info
 
     def chart(self) -> str:
-        return chord_chart(self.track.metadata.get("chords", []))
+        return chord_chart(self.metadata.get("chords", []))
+
+    @property
+    def mixer(self) -> Path | None:
+        """The folder of its mixer stems (a remix's are its source's), if it has them."""
+        return Path(self.files["mixer"]) if self.files.get("mixer") else None
 
 
 class Studio:
@@ -205,14 +214,59 @@ class Studio:
     # ---- making tracks --------------------------------------------------------------------------------------
     def create(self, prompt: str, previous: Conditions | dict | None = None, seed: int | None = None,
                extras: bool = False, progress: Progress | None = None, loop: bool = False,
-               **overrides) -> Generation:
+               on_mix: OnMix | None = None, **overrides) -> Generation:
         """Text (+ optional previous conditions and overrides) -> a recorded Generation with its files:
-        track.wav and track.mid, plus track.mp3 and piano_roll.png with `extras` (stems: stems_zip). loop: a seamless
-        loop of whole bars."""
+        track.wav and track.mid, plus track.mp3 and piano_roll.png with `extras` (stems: stems_zip), and its
+        mixer stems (remix). loop: a seamless loop of whole bars. on_mix: see OnMix (a preview)."""
         c = self.conditions(prompt, previous, seed, progress, **overrides)
-        # No stems in memory: stems_zip() makes them again only when someone asks (AppConfig memory target).
-        return self._made(prompt, extras, lambda: generate(c, progress=progress, loop=bool(loop), keep_stems=False),
-                          progress)
+        return self._generated(prompt, c, extras, progress, loop, on_mix)
+
+    def _generated(self, prompt: str, c: Conditions, extras: bool, progress: Progress | None, loop: bool,
+                   on_mix: OnMix | None) -> Generation:
+        # No stems in memory: stems_zip() makes them again only when someone asks (AppConfig memory target); the
+        # mixer's are written to disk as they are made.
+        return self._made(prompt, extras, lambda taps: generate(c, progress=progress, loop=bool(loop),
+                                                                keep_stems=False, taps=taps), progress, on_mix)
+
+    def again(self, generation_id: str, seed: int | None = None, extras: bool = False,
+              progress: Progress | None = None, on_mix: OnMix | None = None) -> Generation:
+        """An earlier generation's settings made again with another seed (a new one if None): a new take."""
+        earlier = self._earlier(generation_id)
+        seed = new_seed() if self.check_seed(seed) is None else int(seed)
+        c = Conditions.from_dict(earlier["conditions"]).replace(seed=seed, warnings=[])
+        loop = bool(track_metadata(earlier["files"]["wav"]).get("loop"))
+        return self._generated(earlier["prompt"], c, extras, progress, loop, on_mix)
+
+    def remix(self, generation_id: str, levels: dict, extras: bool = False,
+              progress: Progress | None = None) -> Generation:
+        """An earlier generation mixed again at new levels (layer -> dB against it as made: piano, drums, bass,
+        each texture, "lofi"), from its mixer stems: nothing composed again. A remix of a remix starts from the
+        same stems, so levels are always against the track as first made."""
+        earlier = self._earlier(generation_id)
+        stems = earlier["files"].get(MIXER_DIR)
+        if not stems or not Path(stems).is_dir():
+            raise StudioError(f"generation_id {generation_id!r} has no mixer stems (made before the mixer, or "
+                              "from a video); make it again to mix it")
+        files = earlier["files"]
+        return self._made(earlier["prompt"], extras, lambda taps: remix(files["wav"], stems, levels,
+                                                                        files.get("midi"), progress),
+                          progress, mixer=Path(stems))
+
+    def recall(self, generation_id: str) -> Generation:
+        """An earlier generation as it was made, from the store and its files (to show it again)."""
+        earlier = self._earlier(generation_id)
+        files = {k: Path(v) for k, v in earlier["files"].items()}
+        c = Conditions.from_dict(earlier["conditions"])      # its duration_s is the track's, to the sample
+        return Generation(earlier["id"], earlier["prompt"], c, c.duration_s, track_metadata(files["wav"]), files)
+
+    def forget(self, generation_id: str) -> None:
+        """Delete a generation's files (its folder in the output folder); what the survey stored stays."""
+        earlier = self.store.generation(check_id(generation_id))
+        if earlier is None:
+            raise StudioError(f"generation_id {generation_id!r} is unknown on this server")
+        folder = Path(earlier["files"].get("wav", "")).parent.resolve()
+        if folder != self.output_dir.resolve() and folder.is_relative_to(self.output_dir.resolve()):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _earlier(self, generation_id: str) -> dict:
         earlier = self.store.generation(check_id(generation_id))
@@ -229,8 +283,8 @@ class Studio:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
             raise StudioError(f"seconds must be a number of seconds above 0, got {seconds!r}")
         self.check_duration(earlier["conditions"]["duration_s"] + seconds, "the extended length")
-        return self._made(earlier["prompt"], extras, lambda: extend(earlier["files"]["wav"], seconds, progress),
-                          progress)
+        return self._made(earlier["prompt"], extras, lambda taps: extend(earlier["files"]["wav"], seconds, progress,
+                                                                         taps), progress)
 
     def vary(self, generation_id: str, part: str, seed: int | None = None, extras: bool = False,
              progress: Progress | None = None, section: int | None = None) -> Generation:
@@ -243,9 +297,9 @@ class Studio:
         if section is not None and (isinstance(section, bool) or not isinstance(section, (int, float))
                                     or section != int(section)):
             raise StudioError(f"section must be a whole number, got {section!r}")
-        return self._made(earlier["prompt"], extras, lambda: vary(earlier["files"]["wav"], part, seed,
-                                                                  None if section is None else int(section),
-                                                                  progress))
+        return self._made(earlier["prompt"], extras, lambda taps: vary(earlier["files"]["wav"], part, seed,
+                                                                       None if section is None else int(section),
+                                                                       progress, taps), progress)
 
     def score_video(self, video_path: str | Path, prompt: str, seed: int | None = None,
                     level_db: float | None = None, keep_audio: bool = True,
@@ -260,8 +314,9 @@ class Studio:
         folder = Path(tempfile.mkdtemp(prefix="video-", dir=self.output_dir))
         out = folder / ("scored" + (Path(video_path).suffix.lower() or ".mp4"))
         try:
-            g = self._made(prompt, False, lambda: score_video(video_path, prompt, out, seed, level_db, keep_audio,
-                                                              progress, max_duration_s=self.max_duration_s))
+            g = self._made(prompt, False, lambda taps: score_video(video_path, prompt, out, seed, level_db,
+                                                                   keep_audio, progress,
+                                                                   max_duration_s=self.max_duration_s))
         except StudioError:                       # nothing of this request stays on disk
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -292,43 +347,50 @@ class Studio:
             self.check_duration(given.n_bars * given.bar_s + continue_s, "the MIDI file's length plus continue_s")
         except ValueError as exc:                 # the reader's own message names the file and the problem
             raise StudioError(str(exc)) from exc
-        return self._made(prompt, extras, lambda: accompany(midi_path, prompt, seed=new_seed() if seed is None
-                                                            else seed, continue_s=float(continue_s),
-                                                            progress=progress))
+        return self._made(prompt, extras, lambda taps: accompany(midi_path, prompt, seed=new_seed() if seed is None
+                                                                 else seed, continue_s=float(continue_s),
+                                                                 progress=progress, taps=taps), progress)
 
-    def _made(self, prompt: str, extras: bool, make, progress: Progress | None = None) -> Generation:
-        """Run `make()` -> Track, turning the pipeline's concise ValueError into a StudioError; record it (the
-        files' writing reported as the stage SAVING)."""
-        try:
-            track = make()
-        except (NoSpace, ValueError) as exc:
-            raise StudioError(str(exc)) from exc
-        if progress is not None:
-            progress(SAVING, 0.0)
-        return self._record(prompt, track, extras)
-
-    def _record(self, prompt: str, track: Track, extras: bool) -> Generation:
-        """Write the track's files and record the generation for the survey; a full disk leaves nothing behind
-        (the generation's folder goes, nothing is recorded) and says which folder is full."""
+    def _made(self, prompt: str, extras: bool, make: Callable[[Taps], Track], progress: Progress | None = None,
+              on_mix: OnMix | None = None, mixer: Path | None = None) -> Generation:
+        """Run `make(taps)` -> Track in the generation's fresh folder (its mixer stems go there, unless `mixer`
+        names the ones it was mixed from), turning the pipeline's concise ValueError into a StudioError; record
+        it (the files' writing reported as the stage SAVING). A failure, a full disk included, leaves nothing
+        behind (the folder goes, nothing is recorded) and a full disk says which folder is full."""
         try:
             folder = Path(tempfile.mkdtemp(prefix="gen-", dir=self.output_dir))
         except OSError as exc:
             raise StudioError(str(NoSpace(self.output_dir))) from exc
         try:
-            files = {"wav": track.save(folder / "track.wav"), "midi": track.save(folder / "track.mid")}
-            if extras:
-                files["mp3"] = track.save(folder / "track.mp3")
-                files["piano_roll"] = piano_roll(track.midi, track.duration_s, folder / "piano_roll.png")
-        except OSError as exc:                     # NoSpace included (an OSError with errno ENOSPC)
+            track = make(Taps(on_mix=on_mix, stems_dir=None if mixer else folder / MIXER_DIR))
+            if progress is not None:
+                progress(SAVING, 0.0)
+            mixer = mixer or (folder / MIXER_DIR if any((folder / MIXER_DIR).glob("*")) else None)
+            return self._record(folder, prompt, track, extras, mixer)
+        except BaseException as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            if exc.errno == errno.ENOSPC:
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:       # NoSpace included
                 raise StudioError(str(NoSpace(self.output_dir))) from exc
+            if isinstance(exc, ValueError) and not isinstance(exc, StudioError):
+                raise StudioError(str(exc)) from exc
             raise
+
+    def _record(self, folder: Path, prompt: str, track: Track, extras: bool, mixer: Path | None) -> Generation:
+        """Write the track's files and record the generation for the survey."""
+        files = {"wav": track.save(folder / "track.wav")}
+        if track.midi is not None:
+            files["midi"] = track.save(folder / "track.mid")
+        if extras:
+            files["mp3"] = track.save(folder / "track.mp3")
+            if track.midi is not None:
+                files["piano_roll"] = piano_roll(track.midi, track.duration_s, folder / "piano_roll.png")
+        if mixer is not None:
+            files[MIXER_DIR] = mixer
         gid = self.store.record_generation(prompt, track.conditions.to_dict(), seed=track.conditions.seed,
                                            model_versions=track.metadata.get("models", {}), files=files)
         with self._lock:
             self._history.appendleft((gid, prompt, describe(track.conditions)))
-        return Generation(gid, prompt, track, files)
+        return Generation(gid, prompt, track.conditions, track.duration_s, track.metadata, files)
 
     def history(self) -> list[dict]:
         """The generations this studio made, newest first: id, prompt and the one-line description."""

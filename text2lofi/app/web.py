@@ -18,6 +18,8 @@ API (names are a public contract, see docs/api.md):
   /survey_pair (prompt: str | None) -> (audio A, audio B, {"pair_id", "prompt"}): a blind pair for this client
   /survey_vote (pair_id: str, quality: "A"|"B"|"same", match: "A"|"B"|"same", comment: str) -> dict
   /steer     (text: str) -> conditions dict: changes the caller's running /listen stream at its next bar line
+  /remix     (generation_id: str, levels: dict of layer -> dB) -> as /generate: that track mixed again from its
+             stems at those levels (piano, drums, bass, each texture, "lofi"; -60 is off), nothing composed again
 Every other event is private (left out of the API's description; the page reaches it through the queue).
 Everything goes through the queue: /run is closed. Each event is checked when it is queued (`_Gate`): a bad
 argument, a full generation lane or a client over its limits is refused there (HTTP 422, a message naming the
@@ -30,6 +32,7 @@ import functools
 import inspect
 import math
 import os
+import queue
 import statistics
 import threading
 import time
@@ -42,12 +45,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from text2lofi.app.serve import AppConfig, default_output_dir
-from text2lofi.app.studio import (MAX_PROMPT_CHARS, SAVING, SEED_RANGE, Studio, StudioError, check_id,
-                                  check_prompt, describe, shown)
+from text2lofi.app.studio import (HISTORY_SIZE, MAX_PROMPT_CHARS, SAVING, SEED_RANGE, Studio, StudioError,
+                                  check_id, check_prompt, describe, shown)
 from text2lofi.app.compare import CONSENT
 from text2lofi.app.guard import GRADIO_CACHE, Backoff, Identity, RateWindow, Sweeper
 from text2lofi.app.survey import CHOICES, MAX_COMMENT_CHARS, QUESTIONS, SurveyStore, check_score
-from text2lofi.pipeline import PARTS
+from text2lofi.pipeline import LOFI_LAYER, MIX_DB_RANGE, PARTS, iter_chunks, master_stream, mixer_layers
 from text2lofi.conditions import DURATION_RANGE, SAMPLE_RATE, TEMPO_RANGE, TEXTURES, TONICS
 
 EXAMPLES = [
@@ -123,6 +126,19 @@ def _flag(field: str) -> Callable:
     return check
 
 
+def _levels(value) -> None:
+    """The mixer's levels: a dict of layer name -> dB (which layers a track has is checked against it)."""
+    if not isinstance(value, dict):
+        raise StudioError(f"levels must be a dict of layer -> dB such as {{\"piano\": 3, \"rain\": -60}}, "
+                          f"got {shown(value)}")
+    if len(value) > len(MIX_LAYERS):
+        raise StudioError(f"levels has {len(value)} layers; a track has at most {len(MIX_LAYERS)}")
+    for name, db in value.items():
+        if name not in MIX_LAYERS:
+            raise StudioError(f"levels: {shown(name)} is not a layer (they are {', '.join(MIX_LAYERS)})")
+        _number(f"levels[{name!r}]", *MIX_DB_RANGE)(db)
+
+
 PROMPT, TEXT = check_prompt, (lambda v: check_prompt(v, "text", "slower"))
 GENERATION_ID, PAIR_ID = check_id, (lambda v: check_id(v, "pair_id"))
 SEED = Studio.check_seed
@@ -192,13 +208,14 @@ class _Gate:
         """Who is writing: the page's signed identity, else an id the server derives from the API session."""
         return page_rater or self.identity.for_session(getattr(request, "session_hash", None))
 
-    def __call__(self, fn: Callable, lane: str | None = None, toast: bool = False, **checks: Callable) -> Callable:
+    def __call__(self, fn: Callable, lane: str | None = None, toast: bool = False, names: list[str] | None = None,
+                 **checks: Callable) -> Callable:
         """A validator for `fn`'s event: `checks` maps fn's parameter names to checks (value -> ValueError naming
         the field when it is refused); lane adds its room and limits (GENERATE, LISTEN, RATE, ADMIN). toast:
         refuse with an error the page shows as a message (HTTP 400) instead of marking an input (422), for page
-        events whose inputs are not all on screen (a State)."""
-        names = [n for n, p in inspect.signature(fn).parameters.items()
-                 if n not in ("progress", "request") and p.kind is p.POSITIONAL_OR_KEYWORD]
+        events whose inputs are not all on screen (a State). names: the inputs' names when fn takes *args."""
+        names = names or [n for n, p in inspect.signature(fn).parameters.items()
+                          if n not in ("progress", "request") and p.kind is p.POSITIONAL_OR_KEYWORD]
 
         def validate(*args):
             *values, request = args
@@ -225,7 +242,17 @@ class _Gate:
         return validate
 
     def timed(self, fn: Callable) -> Callable:
-        """fn, its running time kept for the busy message's estimate."""
+        """fn, its running time kept for the busy message's estimate (a generator stays one, for Gradio)."""
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def run_all(*args, **kwargs):
+                t0 = time.monotonic()
+                try:
+                    yield from fn(*args, **kwargs)
+                finally:
+                    self.took.append(time.monotonic() - t0)
+            return run_all
+
         @functools.wraps(fn)
         def run(*args, **kwargs):
             t0 = time.monotonic()
@@ -336,21 +363,50 @@ def compare_view(results: dict, systems: tuple[str, ...]) -> tuple[str, list, li
 
 
 def _with_notes(g) -> str:
-    """What was made, and every clamp or word not understood, so nothing is silent."""
-    notes = g.conditions.warnings
-    return g.describe() + ("\n\n**Note:** " + "; ".join(notes) if notes else "")
+    """What was made (and at which mixer levels), and every clamp or word not understood, so nothing is silent."""
+    notes, levels = g.conditions.warnings, g.metadata.get("mix_levels")
+    mix = ", ".join(f"{k.replace('_', ' ')} {'off' if v <= MIX_DB_RANGE[0] else f'{v:+g} dB'}"
+                    for k, v in (levels or {}).items() if v)
+    return (g.describe() + (f"\n\n**Mix:** {mix}" if mix else "")
+            + ("\n\n**Note:** " + "; ".join(notes) if notes else ""))
 
 
 STOP_PLAYER_JS = "() => { document.querySelectorAll('#listen-audio audio').forEach((a) => a.pause()); }"
 HEADLINE_CHARS = 80      # a prompt quoted in a heading: longer ones are cut (a 2,000-character one fills a phone)
 
 
-def _headline(text: str) -> str:
-    """A prompt as a heading shows it: one line, at most HEADLINE_CHARS characters, cut at a word with '…'."""
+def _headline(text: str, limit: int = HEADLINE_CHARS) -> str:
+    """A prompt as a heading shows it: one line, at most `limit` characters, cut at a word with '…'."""
     text = " ".join((text or "").split())
-    if len(text) <= HEADLINE_CHARS:
+    if len(text) <= limit:
         return text
-    return text[:HEADLINE_CHARS].rsplit(" ", 1)[0].rstrip(",;:.") + "…"
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:.") + "…"
+
+
+def describe_short(g) -> str:
+    """A track in a list: length, tempo, key, seed (two takes of one text differ there), and whether it is a mix."""
+    c, (minutes, seconds) = g.conditions, divmod(int(round(g.duration_s)), 60)
+    mixed = " · mixed" if g.metadata.get("mix_levels") else ""
+    return f"{minutes}:{seconds:02d} · {c.tempo_bpm:.0f} BPM · {c.key} {c.mode} · seed {c.seed}{mixed}"
+
+
+def _tracks_label(n: int) -> str:
+    return f"Your tracks ({n}, kept in this browser)" if n else "Your tracks (none yet)"
+
+
+def _tracks_panel(n: int) -> gr.Accordion:
+    return gr.Accordion(label=_tracks_label(n))
+
+
+class _Abandoned(Exception):
+    """The page that asked for a generation has gone: its work stops at the next chunk."""
+
+
+# The Create tab's outputs for one track, in order (see _Handlers._shown_generation and build_app's `created`).
+CREATED = ("audio", "downloads", "piano_roll", "conditions", "summary", "chart", "generation_id", "heading")
+_EMPTY_TRACK = (None, None, None, None, "", "", None, "Generate a track, listen, then rate it here.")
+PREVIEW_PIECE = 2 * SAMPLE_RATE                    # samples per message to the preview player (2 s)
+MIX_LAYERS = (*PARTS, *TEXTURES, LOFI_LAYER)      # every slider the mixer has; a track shows its own
 
 
 # Where each stage sits on the progress bar: its share of a page generation's time, measured on the 2-core box for
@@ -449,18 +505,150 @@ class _Handlers:
                     tempo_bpm=_optional_number(tempo_bpm, "tempo", *TEMPO_RANGE), key=key or None,
                     lofi_amount=_optional_number(lofi_amount, "lo-fi amount", 0.0, 1.0), textures=textures or None)
 
-    def check_create(self, prompt, duration_s, tempo_bpm, key, seed, lofi_amount, textures, loop):
+    def _kept_seed(self, seed: str | None, keep: bool, current: str | None) -> str | None:
+        """The seed box, or with "keep this track's seed" ticked (and the box empty) the current track's seed."""
+        if keep and not (seed or "").strip() and current:
+            with _shown():
+                earlier = self.studio.store.generation(check_id(current))
+            if earlier is not None:
+                return str(earlier["seed"])
+        return seed
+
+    def check_create(self, prompt, duration_s, tempo_bpm, key, seed, lofi_amount, textures, loop, keep_seed,
+                     current):
         """Refuse a bad request before anything runs, with no outputs: the track on the page stays as it was."""
+        seed = self._kept_seed(seed, keep_seed, current)
         with _shown():
             self.studio.conditions(prompt, **self._overrides(seed, duration_s, tempo_bpm, key, lofi_amount,
                                                              textures))
 
-    def create(self, prompt, duration_s, tempo_bpm, key, seed, lofi_amount, textures, loop,
+    def create(self, prompt, duration_s, tempo_bpm, key, seed, lofi_amount, textures, loop, keep_seed, current,
                progress=gr.Progress()):
+        """Generate, the first bars playing in the preview while the rest is made (see _previewed)."""
+        seed = self._kept_seed(seed, keep_seed, current)
+        overrides = self._overrides(seed, duration_s, tempo_bpm, key, lofi_amount, textures)
+        yield from self._previewed(lambda on_mix: self.studio.create(
+            prompt, extras=True, loop=loop, progress=self._progress(progress), on_mix=on_mix, **overrides), prompt)
+
+    def again_page(self, generation_id, progress=gr.Progress()):
+        """A new take of the current track: its settings, a new seed."""
+        yield from self._previewed(lambda on_mix: self.studio.again(
+            generation_id, extras=True, progress=self._progress(progress), on_mix=on_mix))
+
+    def _previewed(self, run: Callable, prompt: str | None = None):
+        """Page outputs of a generation `run(on_mix)` made on a worker thread: while it runs, the preview player
+        gets each mixed chunk through a streaming master (its gain set on the first chunk, see master_stream),
+        so the first bars play within seconds; then the finished track's outputs. A closed page stops the work
+        at its next chunk."""
+        chunks: queue.Queue = queue.Queue()
+        stop, result = threading.Event(), {}
+
+        def on_mix(chunk: np.ndarray) -> None:
+            if stop.is_set():
+                raise _Abandoned()
+            chunks.put(chunk.copy())
+
+        def work() -> None:
+            try:
+                result["done"] = run(on_mix)
+            except BaseException as exc:                  # re-raised on the event's own thread below
+                result["error"] = exc
+            finally:
+                chunks.put(None)
+
+        def mixed():
+            while (chunk := chunks.get()) is not None:
+                yield chunk
+
+        threading.Thread(target=work, name="text2lofi-generation", daemon=True).start()
+        skip = [gr.skip()] * len(CREATED)
+        try:
+            for out in master_stream(mixed(), None, SAMPLE_RATE):
+                # The first chunk waits for every part's level (often ~30 s of music); sent in short pieces, the
+                # browser starts on the first one instead of on the whole chunk.
+                for piece in iter_chunks(out, PREVIEW_PIECE):
+                    yield *skip, (SAMPLE_RATE, (np.clip(piece, -1.0, 1.0) * 32767).astype(np.int16))
+        finally:
+            stop.set()
         with _shown():
-            g = self.studio.create(prompt, extras=True, loop=loop, progress=self._progress(progress),
-                                   **self._overrides(seed, duration_s, tempo_bpm, key, lofi_amount, textures))
-        return self._shown_generation(g, prompt)
+            if "error" in result:
+                raise result["error"]
+        g = result["done"]
+        yield *self._shown_generation(g, prompt or g.prompt), gr.skip()
+
+    def refine_page(self, generation_id, text, progress=gr.Progress()):
+        """The current track changed by text ("slower, drop the rain"), its seed kept."""
+        with _shown():
+            g = self.studio.refine(generation_id, text, extras=True, progress=self._progress(progress))
+        return *self._shown_generation(g, g.prompt), ""
+
+    # ---- the mixer ------------------------------------------------------------------------------------
+    def mixer_view(self, generation_id):
+        """The mixer's sliders for the current track: its layers shown at their levels, the others hidden."""
+        layers, levels = [], {}
+        if generation_id:
+            with contextlib.suppress(StudioError):
+                g = self.studio.recall(generation_id)
+                layers = mixer_layers(g.mixer) if g.mixer and g.mixer.is_dir() else []
+                levels = g.metadata.get("mix_levels", {})
+        note = ("Levels against the track as made; −60 dB is off. **Apply** makes a new version in a second or "
+                "two: nothing is composed again." if layers else "Generate a track to mix it.")
+        return (*(gr.Slider(visible=name in layers, value=levels.get(name, 0.0)) for name in MIX_LAYERS), note)
+
+    def remix_page(self, generation_id, *values, progress=gr.Progress()):
+        with _shown():
+            g = self.studio.recall(check_id(generation_id))
+            layers = mixer_layers(g.mixer) if g.mixer else []
+            levels = {name: float(v) for name, v in zip(MIX_LAYERS, values) if name in layers}
+            g = self.studio.remix(generation_id, levels, extras=True, progress=self._progress(progress))
+        return self._shown_generation(g, g.prompt)
+
+    def api_remix(self, generation_id: str, levels: dict, progress=gr.Progress()):
+        with _shown():
+            g = self.studio.remix(generation_id, levels, progress=self._progress(progress))
+        return str(g.files["wav"]), str(g.files["midi"]), g.info()
+
+    # ---- this browser's tracks ------------------------------------------------------------------------
+    def _history_choices(self, ids: list) -> list[tuple[str, str]]:
+        """(label, id) of the ids whose files are still here, newest first; anything else is dropped."""
+        choices = []
+        for gid in ids if isinstance(ids, list) else []:
+            try:
+                g = self.studio.recall(gid)
+            except StudioError:                  # not an id, unknown here, or its files were swept
+                continue
+            choices.append((f"{_headline(g.prompt, 48)} · {describe_short(g)}", g.id))
+        return choices
+
+    def history_view(self, ids: list | None):
+        """Page load: this browser's saved list, cleaned."""
+        choices = self._history_choices(ids or [])
+        return [gid for _, gid in choices], gr.Radio(choices=choices, value=None), _tracks_panel(len(choices))
+
+    def remember(self, generation_id: str | None, ids: list | None):
+        """The current track joins this browser's list (at the top if new)."""
+        ids = [gid for gid in (ids or []) if isinstance(gid, str)]
+        if generation_id and generation_id not in ids:
+            ids = [generation_id, *ids][:HISTORY_SIZE]
+        choices = self._history_choices(ids)
+        return ([gid for _, gid in choices], gr.Radio(choices=choices, value=generation_id),
+                _tracks_panel(len(choices)))
+
+    def open_track(self, generation_id):
+        """A track picked from the list becomes the current one: player, files, rating, mixer, edits."""
+        with _shown():
+            g = self.studio.recall(check_id(generation_id))
+        return self._shown_generation(g, g.prompt)
+
+    def forget(self, generation_id, current, ids):
+        """Delete the picked track: off this browser's list and its files gone (what the survey stored stays)."""
+        with _shown():
+            self.studio.forget(check_id(generation_id))
+        ids = [gid for gid in (ids or []) if gid != generation_id]
+        choices = self._history_choices(ids)
+        shown = (gr.skip(),) * len(CREATED) if current != generation_id else _EMPTY_TRACK
+        return ([gid for _, gid in choices], gr.Radio(choices=choices, value=None), _tracks_panel(len(choices)),
+                *shown)
 
     def accompany_page(self, midi, prompt, continue_s, seed, progress=gr.Progress()):
         with _shown():
@@ -651,7 +839,7 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
         rater = gr.State(None)
         gr.Markdown("# text2lofi\nType a mood, get a lo-fi track: piano and drums, vinyl and rain.")
 
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):        # a phone shows every tab (in two rows), none in a menu
             with gr.Tab("Create", id="create"):
                 with gr.Row():
                     with gr.Column(scale=3):
@@ -673,7 +861,15 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                                 o_textures = gr.CheckboxGroup(list(TEXTURES), label="Textures")
                             o_loop = gr.Checkbox(label="Seamless loop (whole bars; the end flows into the start)",
                                                  elem_id="loop")
-                        create_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+                        with gr.Row():
+                            create_btn = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
+                            o_keep_seed = gr.Checkbox(label="Keep this track's seed", elem_id="keep-seed",
+                                                      scale=2)
+                        with gr.Accordion(_tracks_label(0), open=True, elem_id="history-panel") as h_panel:
+                            h_saved = gr.BrowserState([], storage_key="text2lofi-history")
+                            h_list = gr.Radio([], label="Pick one to play, rate, mix or change it",
+                                              elem_id="history")
+                            h_delete = gr.Button("Delete the picked track", size="sm", elem_id="history-delete")
                         with gr.Accordion("Bring your own MIDI (optional)", open=False):
                             m_file = gr.File(label="MIDI file to accompany: its notes stay as they are",
                                              file_types=[".mid", ".midi"], type="filepath", elem_id="midi-upload")
@@ -682,9 +878,19 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                                                         elem_id="midi-continue")
                                 m_btn = gr.Button("Accompany", elem_id="accompany")
                     with gr.Column(scale=4):
+                        # The first bars play here while the rest is made; the finished track then loads below.
+                        c_preview = gr.Audio(label="Playing while it is made", streaming=True, autoplay=True,
+                                             interactive=False, elem_id="track-preview")
                         c_audio = gr.Audio(label="Your track", type="filepath", interactive=False,
                                            elem_id="track-audio")
                         c_summary = gr.Markdown(elem_id="track-summary")
+                        with gr.Row():
+                            c_again = gr.Button("New take (same settings, new seed)", size="sm", elem_id="again")
+                            c_vary = gr.Button("Vary the piano", size="sm", elem_id="vary-piano")
+                        with gr.Row():
+                            t_text = gr.Textbox(label="Change this track", scale=4, lines=1, elem_id="change-text",
+                                                placeholder="slower, drop the rain, in D minor, 2 minutes")
+                            t_btn = gr.Button("Change", scale=1, elem_id="change")
                         # Rating sits beside the track it rates (the one made last, here or in Chat).
                         r_gid = gr.State(None)                   # that track's generation id
                         with gr.Accordion("Rate this track (for our listening survey)", open=True,
@@ -709,6 +915,15 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                             c_stems_btn = gr.Button("Stems (zip): piano, drums, bass, textures", size="sm",
                                                     elem_id="stems")
                             c_stems = gr.File(label="Stems", elem_id="stems-file", visible=False)
+                        with gr.Accordion("Mixer: each layer's level", open=False, elem_id="mixer"):
+                            x_note = gr.Markdown("Generate a track to mix it.", elem_id="mixer-note")
+                            with gr.Row():
+                                x_levels = [gr.Slider(*MIX_DB_RANGE, value=0.0, step=1, visible=False,
+                                                      label=("lo-fi effect" if name == LOFI_LAYER
+                                                             else name.replace("_", " ")) + " (dB)",
+                                                      elem_id=f"mix-{name}", min_width=140)
+                                            for name in MIX_LAYERS]
+                            x_btn = gr.Button("Apply the mix", elem_id="mix-apply")
                         c_roll = gr.Image(label="Piano roll", type="filepath", interactive=False)
                         with gr.Accordion("Chord chart (one chord per bar)", open=True):
                             c_chart = gr.Markdown(elem_id="chord-chart")
@@ -828,17 +1043,19 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
             api_rate_btn = gr.Button()
             api_pair_btn, api_vote_btn = gr.Button(), gr.Button()
             api_loop_btn, api_extend_btn, api_vary_btn, api_score_btn, api_refine_btn = (gr.Button() for _ in range(5))
+            api_levels, api_remix_btn = gr.JSON(None, label="levels"), gr.Button()
 
         results_out = [s_counts, s_table, s_plot, c_summary_md, c_pairs, c_ranking, c_plot]
         private = dict(api_visibility="private")
         light = dict(concurrency_limit=None)          # quick events never wait behind generations
 
-        def make(trigger, fn, inputs, outputs, checks: dict | None = None, **kwargs):
+        def make(trigger, fn, inputs, outputs, checks: dict | None = None, names: list[str] | None = None,
+                 **kwargs):
             """A generation event: its own lane (GENERATE), checked and admitted when queued, timed."""
             page = kwargs.get("api_visibility") == "private"
             if page and isinstance(outputs, list):          # one progress bar, on the player, not one per panel
                 kwargs["show_progress_on"] = outputs[0]
-            return trigger(gate.timed(fn), inputs, outputs, validator=gate(fn, GENERATE, page, **(checks or {})),
+            return trigger(gate.timed(fn), inputs, outputs, validator=gate(fn, GENERATE, page, names, **(checks or {})),
                            **gen, **kwargs)
 
         page_prompt = dict(prompt=_text("prompt"))
@@ -846,10 +1063,29 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
         demo.load(studio.results, None, results_out, **light, **private)
 
         created = [c_audio, c_files, c_roll, c_conditions, c_summary, c_chart, r_gid, r_heading]
-        create_inputs = [prompt, o_duration, o_tempo, o_key, o_seed, o_lofi, o_textures, o_loop]
+        assert len(created) == len(CREATED)
+        create_inputs = [prompt, o_duration, o_tempo, o_key, o_seed, o_lofi, o_textures, o_loop, o_keep_seed, r_gid]
         for go in (create_btn.click, prompt.submit):        # the button, or Enter in the prompt box
             checked = go(studio.check_create, create_inputs, None, **light, **private)
-            make(checked.success, studio.create, create_inputs, created, page_prompt, **private)
+            make(checked.success, studio.create, create_inputs, created + [c_preview], page_prompt, **private)
+        make(c_again.click, studio.again_page, r_gid, created + [c_preview], dict(generation_id=GENERATION_ID),
+             **private)
+        make(c_vary.click, studio.vary_page, [r_gid, gr.State("piano")], created, dict(generation_id=GENERATION_ID),
+             **private)
+        for change in (t_btn.click, t_text.submit):
+            make(change, studio.refine_page, [r_gid, t_text], created + [t_text],
+                 dict(generation_id=GENERATION_ID, text=TEXT), **private)
+        make(x_btn.click, studio.remix_page, [r_gid, *x_levels], created, dict(generation_id=GENERATION_ID),
+             ["generation_id", *MIX_LAYERS], **private)
+        # Whatever made or opened the current track: it joins this browser's list, and the mixer shows its layers.
+        history_out = [h_saved, h_list, h_panel]
+        quiet = dict(show_progress="hidden", **light, **private)
+        r_gid.change(studio.remember, [r_gid, h_saved], history_out, **quiet)
+        r_gid.change(studio.mixer_view, r_gid, [*x_levels, x_note], **quiet)
+        demo.load(studio.history_view, h_saved, history_out, **quiet)
+        h_list.input(studio.open_track, h_list, created, **light, **private)
+        h_delete.click(studio.forget, [h_list, r_gid, h_saved], history_out + created,
+                       validator=gate(studio.forget, toast=True, generation_id=GENERATION_ID), **light, **private)
         make(e_btn.click, studio.extend_page, [r_gid, e_seconds], created, **private)
         make(c_stems_btn.click, studio.stems, r_gid, c_stems, **private)
         make(v_btn.click, studio.vary_page, [r_gid, v_part], created, **private)
@@ -904,6 +1140,8 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
              api_name="accompany")
         make(api_refine_btn.click, studio.api_refine, [api_gid, api_prompt], generated,
              dict(generation_id=GENERATION_ID, text=TEXT), api_name="refine")
+        make(api_remix_btn.click, studio.api_remix, [api_gid, api_levels], generated,
+             dict(generation_id=GENERATION_ID, levels=_levels), api_name="remix")
         make(api_loop_btn.click, studio.api_loop, [api_prompt, api_duration, api_seed], generated,
              dict(prompt=PROMPT, duration_s=duration, seed=seed), api_name="loop")
         make(api_extend_btn.click, studio.api_extend, [api_gid, api_seconds], generated,

@@ -48,10 +48,14 @@ class _FadingBed:
         """Faded out completely: the mixer drops it."""
         return self.end <= 0 and self.done >= self.length
 
+    def steady(self) -> bool:
+        """At full level from now on (no ramp left)."""
+        return self.done >= self.length and self.end == 1.0
+
     def render(self, n: int) -> np.ndarray:
-        audio, done = self.bed.render(n), self.done
+        steady, audio, done = self.steady(), self.bed.render(n), self.done
         self.done += n
-        if done >= self.length and self.end == 1.0:
+        if steady:
             return audio
         t = np.clip((done + np.arange(n)) / self.length, 0.0, 1.0)
         return audio * np.sqrt(self.start ** 2 + (self.end ** 2 - self.start ** 2) * t).astype(np.float32)[:, None]
@@ -64,11 +68,13 @@ class Mixer:
     (drums that enter after a piano intro are measured where they play), then kept constant: no pumping."""
 
     def __init__(self, c: Conditions, sample_rate: int, gains: dict[str, float] | None = None,
-                 measure_s: float = MEASURE_S, origin: int = 0):
+                 measure_s: float = MEASURE_S, origin: int = 0, split_textures: bool = False):
         """gains: stems whose level is already known (a steered stream keeps its balance); measure_s: sounding
         seconds measured for the others (0: from the first chunk where a stem sounds, so nothing is held back);
-        origin: the absolute sample the first chunk starts at (notes are placed in absolute samples)."""
-        self.c, self.sr, self.measure_s = c, sample_rate, measure_s
+        origin: the absolute sample the first chunk starts at (notes are placed in absolute samples);
+        split_textures: mix() gives each texture as its own stem, by name, instead of one "textures" stem (the
+        page's mixer sets each texture's level; a track's textures never fade, so the split is exact)."""
+        self.c, self.sr, self.measure_s, self.split_textures = c, sample_rate, measure_s, split_textures
         self._held = contextlib.ExitStack()
         pool = synth_pool(sample_rate)
         self.synths: dict[str, PartSynth] = {}
@@ -124,7 +130,11 @@ class Mixer:
         out = out[:n]
         if len(out) < n:      # only while the delay is being trimmed: pad, never shift the grid
             out = np.concatenate([np.zeros((n - len(out), 2), np.float32), out])
-        if self._beds:             # the texture bed is a stem too (after the chain: the chain never touches it)
+        if self.split_textures and len(self._beds) == 1 and self._beds[0].steady():
+            layers = self._beds[0].bed.render_layers(n)
+            balanced |= layers
+            out = out + sum(layers.values())
+        elif self._beds:           # the texture bed is a stem too (after the chain: the chain never touches it)
             balanced["textures"] = sum(b.render(n) for b in self._beds)
             out = out + balanced["textures"]
         self._beds = [b for b in self._beds if not b.gone]

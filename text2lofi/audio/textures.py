@@ -398,9 +398,15 @@ class TextureBed:
 
     def render(self, n_samples: int) -> np.ndarray:
         out = np.zeros((n_samples, 2), np.float32)
-        for layer, gain in zip(self.layers, self.gains):
-            out += (layer.render(n_samples) * gain).astype(np.float32)
+        for audio in self.render_layers(n_samples).values():
+            out += audio
         return out
+
+    def render_layers(self, n_samples: int) -> dict[str, np.ndarray]:
+        """The next n_samples of each texture at its level in the bed, by name (render() is their sum): the
+        mixer's per-texture stems."""
+        return {name: (layer.render(n_samples) * gain).astype(np.float32)
+                for name, layer, gain in zip(self.names, self.layers, self.gains)}
 
 
 def _calibrate(seconds: float = 20.0) -> dict[str, float]:
