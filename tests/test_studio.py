@@ -147,13 +147,13 @@ def test_a_new_take_a_mix_recall_and_forget(studio, first):
     assert take.conditions.seed != first.conditions.seed
     assert (take.conditions.tempo_bpm, take.conditions.key, take.duration_s) == \
         (first.conditions.tempo_bpm, first.conditions.key, first.duration_s)
-    assert sorted(p.name for p in take.mixer.iterdir()) == ["bass.f16", "drums.f16", "piano.f16", "rain.f16",
+    assert sorted(p.name for p in take.mixer.glob("*.f16")) == ["bass.f16", "drums.f16", "piano.f16", "rain.f16",
                                                              "vinyl.f16"]
     mixed = studio.remix(take.id, {"piano": 3, "vinyl": -60})
     assert mixed.mixer == take.mixer and mixed.metadata["mix_levels"] == {"piano": 3.0, "vinyl": -60.0}
     again = studio.remix(mixed.id, {})                      # levels are against the track as first made
     with AudioFile(str(take.files["wav"])) as f, AudioFile(str(again.files["wav"])) as g:
-        assert abs(f.read(f.frames) - g.read(g.frames)).max() < 5e-3       # float16 stems: not bit for bit
+        assert abs(f.read(f.frames) - g.read(g.frames)).max() < 2e-3       # float16 stems: not bit for bit
     shown = studio.recall(mixed.id)
     assert (shown.prompt, shown.conditions, shown.duration_s) == (mixed.prompt, mixed.conditions, 5.0)
     assert shown.chart() == take.chart() and shown.files["wav"] == mixed.files["wav"]

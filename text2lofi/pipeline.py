@@ -26,7 +26,7 @@ import pretty_midi
 from text2lofi.audio import files
 from text2lofi.audio.files import NoSpace
 from text2lofi.audio.effects import LofiChain, Master, master_to_lufs
-from text2lofi.audio.mix import Mixer
+from text2lofi.audio.mix import ChainStage, Mixer
 from text2lofi.audio.render import piano_program_for
 from text2lofi.audio.textures import TextureBed
 from text2lofi.compose.arrangement import BarGrid, Section, extension_plan
@@ -44,6 +44,7 @@ RAW_PREFIX, RAW_SUFFIX = "text2lofi-", ".f32"   # a long track's samples: <tmp>/
 
 Progress = Callable[[str, float], None]
 STEM_SUFFIX = ".f16"          # a mixer stem: raw float16 (n_samples, 2), the track's length (Taps.stems_dir)
+CHUNKS_FILE = "chunks.json"   # beside the mixer stems: the lengths of the chunks the track was mixed in
 
 
 @dataclass
@@ -58,16 +59,18 @@ class Taps:
 
 class _StemFiles:
     """Balanced stems appended chunk by chunk to raw float16 files (half the size of float32; the mixer's
-    levels and the master's gain dwarf its 2^-11 relative rounding): flat memory for any length."""
+    levels and the master's gain dwarf its 2^-11 relative rounding): flat memory for any length. The chunks'
+    lengths go to CHUNKS_FILE: remix() runs the chain over the same chunks, so it meets the track as made."""
 
     def __init__(self, folder: Path | None):
-        self.folder, self.files = folder, {}
+        self.folder, self.files, self.sizes = folder, {}, []
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
 
     def write(self, stems: dict[str, np.ndarray], n: int) -> None:
         if self.folder is None:
             return
+        self.sizes.append(int(n))
         for name, audio in stems.items():
             if name not in self.files:
                 self.files[name] = open(self.folder / f"{name}{STEM_SUFFIX}", "wb")
@@ -76,6 +79,8 @@ class _StemFiles:
     def close(self) -> None:
         for f in self.files.values():
             f.close()
+        if self.folder is not None and self.sizes:
+            files.write_json(self.folder / CHUNKS_FILE, {"chunks": self.sizes})
 
 
 def _no_progress(stage: str, fraction: float) -> None:
@@ -464,9 +469,11 @@ def remix(track: Track | str | os.PathLike, stems_dir: str | os.PathLike, levels
     for name in PARTS:
         if name in stems and gains[name]:
             dry += stems[name].astype(np.float32) * np.float32(gains[name])
-    chain = LofiChain(c.lofi_amount, sample_rate=sr, seed=c.seed)
-    out = chain.process(dry)
-    out[:chain.latency] = 0.0                  # as Mixer.mix leaves the chain's first samples
+    stage, out, at = ChainStage(LofiChain(c.lofi_amount, sample_rate=sr, seed=c.seed)), np.empty_like(dry), 0
+    sizes = json.loads((Path(stems_dir) / CHUNKS_FILE).read_text())["chunks"]
+    for i, size in enumerate(sizes):            # the chunks the track was mixed in (see ChainStage)
+        out[at:at + size] = stage.process(dry[at:at + size], final=i == len(sizes) - 1)
+        at += size
     if gains[LOFI_LAYER] != 1.0:               # dry + g * (wet - dry), in place
         out -= dry
         out *= np.float32(gains[LOFI_LAYER])

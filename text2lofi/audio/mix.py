@@ -61,6 +61,29 @@ class _FadingBed:
         return audio * np.sqrt(self.start ** 2 + (self.end ** 2 - self.start ** 2) * t).astype(np.float32)[:, None]
 
 
+class ChainStage:
+    """The lo-fi chain run chunk by chunk as a track's mix needs it: each call gives exactly as many samples as it
+    gets; the chain's delay (wow/flutter) is trimmed from the first chunks and, while being trimmed, the output is
+    padded at its start (never shifting the bar grid); `final` flushes the delay line. A remix replays the same
+    chunk lengths through it (pipeline.remix), so it meets the track as made sample for sample."""
+
+    def __init__(self, chain: LofiChain):
+        self.chain, self.latency, self._skip = chain, chain.latency, chain.latency
+
+    def process(self, music: np.ndarray, final: bool = False) -> np.ndarray:
+        n = len(music)
+        if final:
+            music = np.concatenate([music, np.zeros((self.latency, 2), np.float32)])
+        out = self.chain.process(music, reset=False)
+        if self._skip:
+            cut = min(self._skip, len(out))
+            out, self._skip = out[cut:], self._skip - cut
+        out = out[:n]
+        if len(out) < n:      # only while the delay is being trimmed: pad, never shift the grid
+            out = np.concatenate([np.zeros((n - len(out), 2), np.float32), out])
+        return out
+
+
 class Mixer:
     """Bars -> stem chunks -> balanced mix -> lo-fi chain + textures. Holds pooled synthesizers until close().
 
@@ -86,12 +109,11 @@ class Mixer:
             self.synths["bass"] = self._held.enter_context(pool.acquire("bass", BASS_PROGRAM))
         for synth in self.synths.values():
             synth.start_at(origin)
-        self.chain = LofiChain(c.lofi_amount, sample_rate=sample_rate, seed=c.seed)
+        self.chain = ChainStage(LofiChain(c.lofi_amount, sample_rate=sample_rate, seed=c.seed))
         # Texture beds sounding: one at full level, or old and new ones cross-fading after change_textures().
         self._beds = [_FadingBed(TextureBed(c.textures, sample_rate=sample_rate, seed=c.seed))] if c.textures else []
         self.gains = {k: v for k, v in (gains or {}).items() if k in self.synths}
         self._measuring: dict[str, list[np.ndarray]] = {}      # stem -> sounding audio not yet measured
-        self._chain_skip = self.chain.latency   # wow/flutter delays the music; trimmed so audio matches the MIDI
 
     def stems(self, parts: dict[str, list[NoteEvent]], n: int) -> dict[str, np.ndarray]:
         """n samples of each sounding part (notes in absolute samples; a part not given plays nothing new)."""
@@ -119,17 +141,10 @@ class Mixer:
         `final` flushes the chain's delay line so the last chunk is complete; the chain's delay is trimmed from
         the first chunks."""
         balanced = {k: v * np.float32(self.gains.get(k, 1.0)) for k, v in stems.items()}   # 1.0: silent so far
-        extra = self.chain.latency if final else 0
-        music = np.zeros((n + extra, 2), np.float32)
+        music = np.zeros((n, 2), np.float32)
         for v in balanced.values():
             music[:n] += v
-        out = self.chain.process(music, reset=False)
-        if self._chain_skip:
-            cut = min(self._chain_skip, len(out))
-            out, self._chain_skip = out[cut:], self._chain_skip - cut
-        out = out[:n]
-        if len(out) < n:      # only while the delay is being trimmed: pad, never shift the grid
-            out = np.concatenate([np.zeros((n - len(out), 2), np.float32), out])
+        out = self.chain.process(music, final)
         if self.split_textures and len(self._beds) == 1 and self._beds[0].steady():
             layers = self._beds[0].bed.render_layers(n)
             balanced |= layers
