@@ -50,8 +50,8 @@ CHUNKS_FILE = "chunks.json"   # beside the mixer stems: the lengths of the chunk
 @dataclass
 class Taps:
     """What the app takes off a track while it is made (both optional, neither changes the track):
-    on_mix gets each pre-master mix chunk ((n, 2) float32, in order) as soon as it is mixed, for a preview that
-    plays while the rest is made; stems_dir gets every balanced stem before the lo-fi chain and each texture
+    on_mix gets each pre-master mix chunk ((n, 2) float32, in order; the callback's to keep or change, the track
+    has its own copy) as soon as it is mixed, for a preview that plays while the rest is made; stems_dir gets every balanced stem before the lo-fi chain and each texture
     on its own, as <name>.f16 files, for remix()."""
     on_mix: Callable[[np.ndarray], None] | None = None
     stems_dir: Path | None = None

@@ -157,7 +157,7 @@ class Generation:
     @property
     def mixer(self) -> Path | None:
         """The folder of its mixer stems (a remix's are its source's), if it has them."""
-        return Path(self.files["mixer"]) if self.files.get("mixer") else None
+        return Path(self.files[MIXER_DIR]) if self.files.get(MIXER_DIR) else None
 
 
 class Studio:

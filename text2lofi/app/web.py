@@ -241,25 +241,27 @@ class _Gate:
         validate.__annotations__ = {"request": gr.Request}        # Gradio passes the request by this annotation
         return validate
 
+    @contextlib.contextmanager
+    def _clock(self):
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.took.append(time.monotonic() - t0)
+
     def timed(self, fn: Callable) -> Callable:
         """fn, its running time kept for the busy message's estimate (a generator stays one, for Gradio)."""
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
             def run_all(*args, **kwargs):
-                t0 = time.monotonic()
-                try:
+                with self._clock():
                     yield from fn(*args, **kwargs)
-                finally:
-                    self.took.append(time.monotonic() - t0)
             return run_all
 
         @functools.wraps(fn)
         def run(*args, **kwargs):
-            t0 = time.monotonic()
-            try:
+            with self._clock():
                 return fn(*args, **kwargs)
-            finally:
-                self.took.append(time.monotonic() - t0)
         return run
 
     @contextlib.contextmanager
@@ -396,6 +398,11 @@ def _tracks_label(n: int) -> str:
 
 def _tracks_panel(n: int) -> gr.Accordion:
     return gr.Accordion(label=_tracks_label(n))
+
+
+def _pcm16(audio: np.ndarray) -> tuple[int, np.ndarray]:
+    """(n, 2) float32 -> what a streaming gr.Audio takes: (sample rate, int16 samples)."""
+    return SAMPLE_RATE, (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
 
 
 class _Abandoned(Exception):
@@ -546,7 +553,7 @@ class _Handlers:
         def on_mix(chunk: np.ndarray) -> None:
             if stop.is_set():
                 raise _Abandoned()
-            chunks.put(chunk.copy())
+            chunks.put(chunk)
 
         def work() -> None:
             try:
@@ -567,7 +574,7 @@ class _Handlers:
                 # The first chunk waits for every part's level (often ~30 s of music); sent in short pieces, the
                 # browser starts on the first one instead of on the whole chunk.
                 for piece in iter_chunks(out, PREVIEW_PIECE):
-                    yield *skip, (SAMPLE_RATE, (np.clip(piece, -1.0, 1.0) * 32767).astype(np.int16))
+                    yield *skip, _pcm16(piece)
         finally:
             stop.set()
         with _shown():
@@ -591,15 +598,14 @@ class _Handlers:
                 g = self.studio.recall(generation_id)
                 layers = mixer_layers(g.mixer) if g.mixer and g.mixer.is_dir() else []
                 levels = g.metadata.get("mix_levels", {})
-        note = ("Levels against the track as made; −60 dB is off. **Apply** makes a new version in a second or "
-                "two: nothing is composed again." if layers else "Generate a track to mix it.")
+        note = ("Levels against the track as made; −60 dB is off. **Apply** makes a new version from the stems "
+                "(seconds for a long track): nothing is composed again." if layers else "Generate a track to mix it.")
         return (*(gr.Slider(visible=name in layers, value=levels.get(name, 0.0)) for name in MIX_LAYERS), note)
 
     def remix_page(self, generation_id, *values, progress=gr.Progress()):
+        # Only the levels away from 0 dB: the sliders of layers the track lacks are hidden at 0 (mixer_view).
+        levels = {name: float(v) for name, v in zip(MIX_LAYERS, values) if v}
         with _shown():
-            g = self.studio.recall(check_id(generation_id))
-            layers = mixer_layers(g.mixer) if g.mixer else []
-            levels = {name: float(v) for name, v in zip(MIX_LAYERS, values) if name in layers}
             g = self.studio.remix(generation_id, levels, extras=True, progress=self._progress(progress))
         return self._shown_generation(g, g.prompt)
 
@@ -609,30 +615,32 @@ class _Handlers:
         return str(g.files["wav"]), str(g.files["midi"]), g.info()
 
     # ---- this browser's tracks ------------------------------------------------------------------------
-    def _history_choices(self, ids: list) -> list[tuple[str, str]]:
-        """(label, id) of the ids whose files are still here, newest first; anything else is dropped."""
-        choices = []
-        for gid in ids if isinstance(ids, list) else []:
-            try:
-                g = self.studio.recall(gid)
-            except StudioError:                  # not an id, unknown here, or its files were swept
-                continue
-            choices.append((f"{_headline(g.prompt, 48)} · {describe_short(g)}", g.id))
-        return choices
+    # The browser keeps [id, label] pairs, newest first. A page load checks every id (dropping unknown ones and
+    # ones whose files were swept) and labels it afresh; a new track only adds its own entry.
+    def _entry(self, generation_id) -> list[str] | None:
+        try:
+            g = self.studio.recall(generation_id)
+        except StudioError:                      # not an id, unknown here, or its files were swept
+            return None
+        return [g.id, f"{_headline(g.prompt, 48)} · {describe_short(g)}"]
 
-    def history_view(self, ids: list | None):
-        """Page load: this browser's saved list, cleaned."""
-        choices = self._history_choices(ids or [])
-        return [gid for _, gid in choices], gr.Radio(choices=choices, value=None), _tracks_panel(len(choices))
+    @staticmethod
+    def _listed(entries: list, value: str | None = None):
+        """(the list to keep, the radio showing it, the panel's label)."""
+        return (entries, gr.Radio(choices=[(label, gid) for gid, label in entries], value=value),
+                _tracks_panel(len(entries)))
 
-    def remember(self, generation_id: str | None, ids: list | None):
+    def history_view(self, saved: list | None):
+        """Page load: this browser's saved list, checked."""
+        ids = [item[0] if isinstance(item, list) and item else item for item in saved or []]
+        return self._listed([e for e in map(self._entry, ids[:HISTORY_SIZE]) if e])
+
+    def remember(self, generation_id: str | None, saved: list | None):
         """The current track joins this browser's list (at the top if new)."""
-        ids = [gid for gid in (ids or []) if isinstance(gid, str)]
-        if generation_id and generation_id not in ids:
-            ids = [generation_id, *ids][:HISTORY_SIZE]
-        choices = self._history_choices(ids)
-        return ([gid for _, gid in choices], gr.Radio(choices=choices, value=generation_id),
-                _tracks_panel(len(choices)))
+        entries = [e for e in saved or [] if isinstance(e, list) and len(e) == 2]
+        if generation_id and all(e[0] != generation_id for e in entries):
+            entries = [e for e in [self._entry(generation_id)] if e] + entries[:HISTORY_SIZE - 1]
+        return self._listed(entries, generation_id)
 
     def open_track(self, generation_id):
         """A track picked from the list becomes the current one: player, files, rating, mixer, edits."""
@@ -640,15 +648,13 @@ class _Handlers:
             g = self.studio.recall(check_id(generation_id))
         return self._shown_generation(g, g.prompt)
 
-    def forget(self, generation_id, current, ids):
+    def forget(self, generation_id, current, saved):
         """Delete the picked track: off this browser's list and its files gone (what the survey stored stays)."""
         with _shown():
             self.studio.forget(check_id(generation_id))
-        ids = [gid for gid in (ids or []) if gid != generation_id]
-        choices = self._history_choices(ids)
+        entries = [e for e in saved or [] if isinstance(e, list) and e and e[0] != generation_id]
         shown = (gr.skip(),) * len(CREATED) if current != generation_id else _EMPTY_TRACK
-        return ([gid for _, gid in choices], gr.Radio(choices=choices, value=None), _tracks_panel(len(choices)),
-                *shown)
+        return *self._listed(entries), *shown
 
     def accompany_page(self, midi, prompt, continue_s, seed, progress=gr.Progress()):
         with _shown():
@@ -726,7 +732,7 @@ class _Handlers:
         # Stop closes this generator: the stream ends with it, and the client's count of streams goes down.
         with contextlib.closing(chunks), self.gate.stream(request):
             for chunk, playing in chunks:                                # (n, 2) float32
-                yield ((SAMPLE_RATE, (np.clip(chunk, -1.0, 1.0) * 32767).astype(np.int16)),
+                yield (_pcm16(chunk),
                        f"**Now playing:** {describe(playing, length=False)}")
 
     def steer(self, text: str, request: gr.Request) -> dict:
