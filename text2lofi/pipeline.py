@@ -8,12 +8,15 @@ ones (and the endless streams of text2lofi.live) use a streaming master whose ga
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
 import os
+import queue
 import secrets
 import tempfile
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ import pretty_midi
 from text2lofi.audio import files
 from text2lofi.audio.files import NoSpace
 from text2lofi.audio.effects import LofiChain, Master, master_to_lufs
+from text2lofi.audio.loudness import CHUNKED_ABOVE, LoudnessMeter
 from text2lofi.audio.mix import ChainStage, Mixer
 from text2lofi.audio.render import piano_program_for
 from text2lofi.audio.textures import TextureBed
@@ -51,8 +55,8 @@ CHUNKS_FILE = "chunks.json"   # beside the mixer stems: the lengths of the chunk
 class Taps:
     """What the app takes off a track while it is made (both optional, neither changes the track):
     on_mix gets each pre-master mix chunk ((n, 2) float32, in order; the callback's to keep or change, the track
-    has its own copy) as soon as it is mixed, for a preview that plays while the rest is made; stems_dir gets every balanced stem before the lo-fi chain and each texture
-    on its own, as <name>.f16 files, for remix()."""
+    has its own copy) as soon as it is mixed, for a preview that plays while the rest is made; stems_dir gets
+    every balanced stem before the lo-fi chain and each texture on its own, as <name>.f16 files, for remix()."""
     on_mix: Callable[[np.ndarray], None] | None = None
     stems_dir: Path | None = None
 
@@ -153,15 +157,60 @@ def _bar_chunks(composer: Composer, mixer: Mixer, n_samples: int | None, progres
     """
     n_bars = None if n_samples is None else composer.grid.bars_for(n_samples)
     try:
-        yield from _mix_bars(composer, mixer, n_samples, n_bars, progress, keep_bars)
+        with contextlib.closing(ahead(composer.bars(n_bars))) as bars:
+            yield from _mix_bars(bars, mixer, n_samples, progress, keep_bars)
     finally:
         mixer.close()
 
 
-def _mix_bars(composer, mixer, n_samples, n_bars, progress, keep_bars):
+COMPOSE_AHEAD = 8             # bars the composing thread may run ahead of synthesis (bounds memory and waste)
+
+
+def ahead(items: Iterator, depth: int = COMPOSE_AHEAD, name: str = "text2lofi-compose") -> Iterator:
+    """`items` produced on a thread of their own, at most `depth` ahead of the consumer: composing (torch, one
+    core) overlaps synthesis, the chain and textures (FluidSynth and pedalboard release the GIL) on the other.
+    Same items in the same order, so the same bytes; an error raised there is raised here; closing this
+    generator stops the thread at its next item and waits for it."""
+    done = object()
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    break
+                box.put((item, None))
+        except BaseException as exc:              # handed to the consumer
+            box.put((done, exc))
+            return
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        box.put((done, None))
+
+    worker = threading.Thread(target=produce, name=name, daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = box.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():                   # let a producer blocked on a full queue see the stop
+            with contextlib.suppress(queue.Empty):
+                box.get(timeout=0.05)
+        worker.join()
+
+
+def _mix_bars(bars, mixer, n_samples, progress, keep_bars):
     pending: list[tuple[dict[str, np.ndarray], int]] = []     # bars held back until their gains are known
     emitted = 0
-    bars = composer.bars(n_bars)
     position = 0                      # samples of music composed so far
     while True:
         # Stages are reported where their work starts: sampling the next bar, then synth + chain + textures.
@@ -524,10 +573,16 @@ def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, t
     # Chunks are written into arrays of the final length (no list of chunks and no concatenated copy: a
     # 10-minute mix is 212 MB).
     audio, stems, at = np.zeros((n_samples, 2), np.float32), {}, 0
+    # A long track's loudness is measured as it is made (on this thread, while the composing thread works), the
+    # same number integrated_loudness() would give the whole faded mix; a short one's by the master as before.
+    meter = LoudnessMeter(n_samples, 2, sample_rate) if n_samples > CHUNKED_ABOVE else None
     try:
         for mix, balanced in _bar_chunks(composer, mixer, n_samples, progress, bars):
             n = min(len(mix), n_samples - at)
             audio[at:at + n] = mix[:n]
+            _fade(audio[at:at + n], at, n_samples, sample_rate)
+            if meter is not None:
+                meter.feed(audio[at:at + n])
             if taps.on_mix is not None:
                 taps.on_mix(mix[:n])
             stem_files.write(balanced, n)
@@ -539,8 +594,8 @@ def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, t
     timings["compose_render_mix"] = time.perf_counter() - t1
     progress("mastering", 0.0)
     t2 = time.perf_counter()
-    _fade(audio, 0, n_samples, sample_rate)
-    audio = master_to_lufs(audio, sample_rate).astype(np.float32, copy=False)
+    loudness = None if meter is None else meter.loudness()
+    audio = master_to_lufs(audio, sample_rate, loudness=loudness).astype(np.float32, copy=False)
     timings["master"] = time.perf_counter() - t2
     progress("mastering", 1.0)
     midi = bars_to_midi(bars, c, piano_program_for(c.mood), sample_rate, n_samples)

@@ -300,12 +300,14 @@ class Master:
         self.gain, _ = self._fit_gain(audio, tolerance_lu, max_trials)
         return self.gain
 
-    def _fit_gain(self, audio: np.ndarray, tolerance_lu: float, max_trials: int) -> tuple[float, np.ndarray]:
-        """Search the gain (secant steps in dB) whose limited output measures target_lufs.
+    def _fit_gain(self, audio: np.ndarray, tolerance_lu: float, max_trials: int,
+                  loudness: float | None = None) -> tuple[float, np.ndarray]:
+        """Search the gain (secant steps in dB) whose limited output measures target_lufs. `loudness`: the
+        audio's integrated loudness when already measured (loudness.LoudnessMeter while it was made).
 
         Returns the gain and the limited audio at that gain (aligned, same length as `audio`).
         """
-        loudness = integrated_loudness(audio, self.sample_rate)
+        loudness = integrated_loudness(audio, self.sample_rate) if loudness is None else loudness
         if not np.isfinite(loudness):
             return 1.0, np.asarray(audio, np.float32).copy()
         gain_db, previous = self.target_lufs - loudness, None
@@ -355,11 +357,13 @@ class Master:
 
 
 def master_to_lufs(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, target_lufs: float = -14.0,
-                   peak_dbfs: float = -1.0) -> np.ndarray:
-    """One-shot mastering of a whole track: integrated target_lufs (+-0.5), peaks below peak_dbfs.
+                   peak_dbfs: float = -1.0, loudness: float | None = None) -> np.ndarray:
+    """One-shot mastering of a whole track: integrated target_lufs (+-0.5), peaks below peak_dbfs. `loudness`:
+    the track's integrated loudness if already measured (the same number integrated_loudness would give).
 
     Same length and alignment as the input (the limiter's look-ahead is compensated here).
     """
     master = Master(target_lufs, peak_dbfs, sample_rate)
-    _, mastered = master._fit_gain(np.asarray(audio, np.float32), tolerance_lu=0.2, max_trials=4)
+    _, mastered = master._fit_gain(np.asarray(audio, np.float32), tolerance_lu=0.2, max_trials=4,
+                                   loudness=loudness)
     return mastered
