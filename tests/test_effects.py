@@ -99,3 +99,25 @@ def test_limiter_streams_exactly_and_leaves_quiet_audio_alone():
     quiet = x * (0.4 / np.abs(x).max())
     lim = PeakLimiter(0.5)
     assert np.array_equal(lim.process(quiet)[lim.latency:], quiet[: -lim.latency])
+
+
+def test_loudness_fed_in_any_pieces_is_the_whole_track_measurement():
+    """The pipeline measures a long track while it is made: any split of the samples gives the very number
+    integrated_loudness() gives the whole array (so mastering, and the bytes, do not change)."""
+    from text2lofi.audio.loudness import CHUNKED_ABOVE, LoudnessMeter
+
+    rng = np.random.default_rng(3)
+    n = CHUNKED_ABOVE + 123_457                         # long enough for the chunked measurement
+    audio = (rng.standard_normal((n, 2)) * np.linspace(0.01, 0.3, n)[:, None]).astype(np.float32)
+    audio[: 3 * SR] = 0.0                              # a silent start: gated blocks too
+    whole = integrated_loudness(audio, SR)
+    for sizes in ([n], [1, 4409, 2**20 + 3], [SR * 2 + 7] * 200):
+        meter, at, k = LoudnessMeter(n, 2, SR), 0, 0
+        while at < n:
+            meter.feed(audio[at:at + sizes[k % len(sizes)]])
+            at, k = min(at + sizes[k % len(sizes)], n), k + 1
+        assert meter.loudness() == whole
+    meter = LoudnessMeter(n, 2, SR)
+    meter.feed(audio[:1000])
+    with pytest.raises(ValueError, match="fed 1000 of"):
+        meter.loudness()

@@ -256,3 +256,33 @@ def test_cli_names_every_file_it_writes_and_edits_a_tracks_sidecar(tmp_path):
     bad = subprocess.run(run + ["interpret", "slower", "--previous", str(tmp_path / "none.json")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "is neither JSON nor a file that exists" in bad.stderr
+
+
+def test_bars_composed_ahead_come_in_order_errors_surface_and_closing_stops_the_thread():
+    import threading
+
+    from text2lofi.pipeline import ahead
+
+    assert list(ahead(iter(range(50)), depth=3)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise ValueError("the composer failed")
+    items = ahead(broken())
+    assert next(items) == 1
+    with pytest.raises(ValueError, match="the composer failed"):
+        next(items)
+
+    made = []
+
+    def endless():
+        i = 0
+        while True:
+            made.append(i)
+            yield i
+            i += 1
+    items = ahead(endless(), depth=2, name="t2l-test-ahead")
+    assert [next(items) for _ in range(5)] == [0, 1, 2, 3, 4]
+    items.close()                                        # an abandoned stream: its producer stops
+    assert not any(t.name == "t2l-test-ahead" for t in threading.enumerate())
+    assert len(made) <= 5 + 2 + 2                        # never more than `depth` (and the one in hand) ahead
