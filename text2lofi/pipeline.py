@@ -173,26 +173,29 @@ def ahead(items: Iterator, depth: int = COMPOSE_AHEAD, name: str = "text2lofi-co
     generator stops the thread at its next item and waits for it."""
     done = object()
     box: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    stop, running, finished = threading.Event(), threading.Event(), threading.Event()
 
     def produce() -> None:
+        running.set()
         try:
-            for item in items:
+            for item in items if not stop.is_set() else ():
+                box.put((item, None))
                 if stop.is_set():
                     break
-                box.put((item, None))
+            box.put((done, None))
         except BaseException as exc:              # handed to the consumer
             box.put((done, exc))
-            return
         finally:
             close = getattr(items, "close", None)
             if close is not None:
                 close()
-        box.put((done, None))
+            finished.set()
 
     worker = threading.Thread(target=produce, name=name, daemon=True)
-    worker.start()
+    started = False
     try:
+        worker.start()
+        started = True
         while True:
             item, error = box.get()
             if error is not None:
@@ -202,10 +205,12 @@ def ahead(items: Iterator, depth: int = COMPOSE_AHEAD, name: str = "text2lofi-co
             yield item
     finally:
         stop.set()
-        while worker.is_alive():                   # let a producer blocked on a full queue see the stop
-            with contextlib.suppress(queue.Empty):
-                box.get(timeout=0.05)
-        worker.join()
+        # Wait for the thread to be done with torch before going on (a process that exits while it composes
+        # aborts). A Ctrl-C inside start() leaves it unknown whether the thread exists: it says so within a second.
+        if running.wait(None if started else 1.0):
+            while not finished.is_set():           # let a producer blocked on a full queue see the stop
+                with contextlib.suppress(queue.Empty):
+                    box.get(timeout=0.05)
 
 
 def _mix_bars(bars, mixer, n_samples, progress, keep_bars):
@@ -576,8 +581,10 @@ def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, t
     # A long track's loudness is measured as it is made (on this thread, while the composing thread works), the
     # same number integrated_loudness() would give the whole faded mix; a short one's by the master as before.
     meter = LoudnessMeter(n_samples, 2, sample_rate) if n_samples > CHUNKED_ABOVE else None
+    # Closed here, not when collected: an interrupt (Ctrl-C) in this loop must stop the composing thread now.
+    chunks = _bar_chunks(composer, mixer, n_samples, progress, bars)
     try:
-        for mix, balanced in _bar_chunks(composer, mixer, n_samples, progress, bars):
+        for mix, balanced in chunks:
             n = min(len(mix), n_samples - at)
             audio[at:at + n] = mix[:n]
             _fade(audio[at:at + n], at, n_samples, sample_rate)
@@ -590,6 +597,7 @@ def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, t
                 stems.setdefault(k, np.zeros((n_samples, 2), np.float32))[at:at + n] = v[:n]
             at += n
     finally:
+        chunks.close()
         stem_files.close()
     timings["compose_render_mix"] = time.perf_counter() - t1
     progress("mastering", 0.0)
@@ -671,8 +679,9 @@ def _generate_long(c, composer, mixer, n_samples, prompt, progress, timings) -> 
     # The writer's pid is in the name so a later start can tell a file left by a killed process (app.guard).
     fd, raw = tempfile.mkstemp(prefix=f"{RAW_PREFIX}{os.getpid()}-", suffix=RAW_SUFFIX)
     try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in _stream_master(c, composer, mixer, n_samples, progress, bars):
+        with os.fdopen(fd, "wb") as f, contextlib.closing(_stream_master(c, composer, mixer, n_samples, progress,
+                                                                          bars)) as chunks:
+            for chunk in chunks:
                 f.write(chunk.tobytes())
         audio = np.memmap(raw, dtype=np.float32, mode="r", shape=(n_samples, 2))
     except BaseException as exc:
@@ -690,8 +699,8 @@ def _generate_long(c, composer, mixer, n_samples, prompt, progress, timings) -> 
 def _stream_master(c: Conditions, composer: Composer, mixer: Mixer, n_samples: int | None,
                    progress: Progress, keep_bars: list[ComposedBar] | None = None) -> Iterator[np.ndarray]:
     """Mastered chunks of a composed track; exactly n_samples in total, or endless when n_samples is None."""
-    mixes = (mix for mix, _ in _bar_chunks(composer, mixer, n_samples, progress, keep_bars))
-    return master_stream(mixes, n_samples, mixer.sr)
+    with contextlib.closing(_bar_chunks(composer, mixer, n_samples, progress, keep_bars)) as chunks:
+        yield from master_stream((mix for mix, _ in chunks), n_samples, mixer.sr)
 
 
 def master_stream(mixes: Iterator[np.ndarray], n_samples: int | None, sample_rate: int) -> Iterator[np.ndarray]:
