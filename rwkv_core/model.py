@@ -8,10 +8,12 @@ Shapes: B batch, T time, C n_embd, H heads, N head size, F ffn width, V vocab.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -180,7 +182,7 @@ class RWKV6(nn.Module):
         with torch.no_grad():
             nn.init.uniform_(self.emb.weight, -1e-4, 1e-4)
             nn.init.orthogonal_(self.head.weight, gain=0.5 * math.sqrt(V / C) if V > C else 0.5)
-        self._recurrent: _RecurrentWeights | None = None
+        self._recurrent: RecurrentStep | None = None
 
     # ---- parallel mode -----------------------------------------------------------------------------------------
     def forward(self, idx: Tensor, state: RWKVState | None = None,
@@ -216,28 +218,65 @@ class RWKV6(nn.Module):
             torch.zeros(cfg.n_layer, batch_size, cfg.n_head, cfg.head_size, cfg.head_size,
                         dtype=torch.float32, device=p.device))
 
-    @torch.no_grad()
     def step(self, tokens: Tensor, state: RWKVState) -> tuple[Tensor, RWKVState]:
         """tokens (B,) long -> (logits (B, V), next state). Inference only (no autograd); `state` is not modified."""
-        rw = self._recurrent_weights()
-        new = RWKVState(torch.empty_like(state.shift), torch.empty_like(state.wkv))
-        x = rw.emb[tokens]                                              # (B, C), ln0 already applied
-        for i, lw in enumerate(rw.layers):
-            x = lw.step(x, state.shift[i], state.wkv[i], new.shift[i], new.wkv[i])
-        logits = F.linear(F.layer_norm(x, x.shape[-1:], rw.ln_out_w, rw.ln_out_b, LN_EPS), rw.head)
-        return logits, new
+        return self.recurrent()(tokens, state)
 
-    def _recurrent_weights(self) -> "_RecurrentWeights":
-        # Rebuilt whenever a parameter changed in place or moved (optimizer step, load_state_dict, .to(device)).
-        if self._recurrent is None or self._recurrent.key != self._recurrent.current_key():
-            self._recurrent = _RecurrentWeights(self)
+    def recurrent(self) -> "RecurrentStep":
+        """The step function over a snapshot of the weights, rebuilt here whenever a parameter changed in place or
+        moved (optimizer step, load_state_dict, .to(device)). A generation takes it once and steps it without this
+        check, which lists every parameter (about 90 us, 5 % of a CPU step)."""
+        if self._recurrent is None or self._recurrent.key != _weights_key(self._recurrent.params):
+            self._recurrent = (NumpyStep if NumpyStep.runs(self) else TorchStep)(self)
         return self._recurrent
 
 
-class _LayerStep:
-    """One block's weights rearranged for a single-token step: the five mixes and the k/v/r/g projections are
-    each one batched op, so a step costs few kernel launches (Python overhead dominates at batch 1)."""
+def _weights_key(params: list[nn.Parameter]) -> tuple:
+    return tuple((p.data_ptr(), p._version) for p in params)
 
+
+class RecurrentStep:
+    """`step(tokens (B,), state) -> (logits (B, V), next state)` on weights rearranged for one token at a time.
+
+    At batch sizes up to a few streams a step is all dispatch overhead: about 25 small ops per layer. Two forms of
+    the same arithmetic (tests hold both to the parallel form):
+    - TorchStep, any device and dtype (the GPU path);
+    - NumpyStep, fp32 on CPU, what the app and the CLI run: numpy dispatches a small op in about 1 us where torch
+      takes 3-20 us (a 1 x 192 @ 192 x 672 product: 8 us against 20 us), so a step costs about half
+      (benchmarks/RESULTS.md, "Speed (issue 15)"). Its logits differ from torch's by about 1e-6.
+    """
+
+    def __init__(self, model: RWKV6):
+        self.params = list(model.parameters())   # listing them is the slow part of the staleness check
+        self.key = _weights_key(self.params)
+
+    def __call__(self, tokens: Tensor, state: RWKVState) -> tuple[Tensor, RWKVState]:
+        raise NotImplementedError
+
+
+class TorchStep(RecurrentStep):
+    def __init__(self, model: RWKV6):
+        super().__init__(model)
+        with torch.no_grad():
+            ln0 = model.blocks[0].ln0
+            self.emb = F.layer_norm(model.emb.weight, (model.config.n_embd,), ln0.weight, ln0.bias, LN_EPS)
+            self.layers = [_TorchLayer(b) for b in model.blocks]
+            self.ln_out_w, self.ln_out_b = model.ln_out.weight.detach(), model.ln_out.bias.detach()
+            self.head = model.head.weight.detach()
+
+    @torch.no_grad()
+    def __call__(self, tokens: Tensor, state: RWKVState) -> tuple[Tensor, RWKVState]:
+        new = RWKVState(torch.empty_like(state.shift), torch.empty_like(state.wkv))
+        x = self.emb[tokens]                                              # (B, C), ln0 already applied
+        for i, lw in enumerate(self.layers):
+            x = lw.step(x, state.shift[i], state.wkv[i], new.shift[i], new.wkv[i])
+        logits = F.linear(F.layer_norm(x, x.shape[-1:], self.ln_out_w, self.ln_out_b, LN_EPS), self.head)
+        return logits, new
+
+
+class _TorchLayer:
+    """One block's weights rearranged for a single-token step: the five mixes and the k/v/r/g projections are
+    each one batched op, so a step costs few kernel launches."""
     def __init__(self, block: Block):
         a, f = block.att, block.ffn
         self.H, self.N = a.n_head, a.head_size
@@ -283,18 +322,96 @@ class _LayerStep:
         return x + rf * F.linear(kf, self.ffn_value)
 
 
-class _RecurrentWeights:
-    """Detached, rearranged views/copies of the model's weights for `RWKV6.step`."""
+def _np(t: Tensor, transpose: bool = False) -> np.ndarray:
+    """A weight as a C-contiguous fp32 numpy copy, (in, out) when transposed so that x @ w is F.linear(x, t)."""
+    t = t.detach().float()
+    return np.ascontiguousarray((t.t() if transpose else t).cpu().numpy())
+
+
+def _np_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    """Normalize x over its last axis and return w * x + b as (B, C): layer norm for x (B, C), group norm (groups =
+    heads) for x (B, H, N). The means are products with a (n, 1) column of 1/n: cheaper than sum() or mean()."""
+    avg = _averager(x.shape[-1])
+    x = x - x @ avg
+    x = x / np.sqrt((x * x) @ avg + eps)
+    return x.reshape(x.shape[0], -1) * w + b
+
+
+@functools.cache
+def _averager(n: int) -> np.ndarray:
+    return np.full((n, 1), 1.0 / n, np.float32)
+
+
+class NumpyStep(RecurrentStep):
+    @staticmethod
+    def runs(model: RWKV6) -> bool:
+        p = model.emb.weight
+        return p.device.type == "cpu" and p.dtype == torch.float32
 
     def __init__(self, model: RWKV6):
-        self.params = list(model.parameters())   # listing them is the slow part of the staleness check
-        self.key = self.current_key()
+        super().__init__(model)
         with torch.no_grad():
             ln0 = model.blocks[0].ln0
-            self.emb = F.layer_norm(model.emb.weight, (model.config.n_embd,), ln0.weight, ln0.bias, LN_EPS)
-            self.layers = [_LayerStep(b) for b in model.blocks]
-            self.ln_out_w, self.ln_out_b = model.ln_out.weight.detach(), model.ln_out.bias.detach()
-            self.head = model.head.weight.detach()
+            self.emb = _np(F.layer_norm(model.emb.weight, (model.config.n_embd,), ln0.weight, ln0.bias, LN_EPS))
+        self.layers = [_NumpyLayer(b) for b in model.blocks]
+        self.ln_out = (_np(model.ln_out.weight), _np(model.ln_out.bias))
+        self.head = _np(model.head.weight, transpose=True)
 
-    def current_key(self) -> tuple:
-        return tuple((p.data_ptr(), p._version) for p in self.params)
+    def __call__(self, tokens: Tensor, state: RWKVState) -> tuple[Tensor, RWKVState]:
+        shift, wkv = state.shift.detach().numpy(), state.wkv.detach().numpy()   # views, not copies
+        new_shift, new_wkv = np.empty_like(shift), np.empty_like(wkv)
+        x = self.emb[tokens.numpy()]                                     # (B, C), ln0 already applied
+        with np.errstate(over="ignore"):     # exp overflowing to inf gives the limit (a decay of 0), as in torch
+            for i, layer in enumerate(self.layers):
+                x = layer.step(x, shift[i], wkv[i], new_shift[i], new_wkv[i])
+        logits = _np_norm(x, *self.ln_out, LN_EPS) @ self.head
+        return torch.from_numpy(logits), RWKVState(torch.from_numpy(new_shift), torch.from_numpy(new_wkv))
+
+
+class _NumpyLayer:
+    """_TorchLayer's arithmetic in numpy, with the same batching of the mixes and projections."""
+
+    def __init__(self, block: Block):
+        a, f = block.att, block.ffn
+        self.H, self.N = a.n_head, a.head_size
+        self.ln1 = (_np(block.ln1.weight), _np(block.ln1.bias))
+        self.ln2 = (_np(block.ln2.weight), _np(block.ln2.bias))
+        self.maa_x = _np(a.time_maa_x).reshape(-1)
+        self.maa_5 = _np(torch.cat([a.time_maa_w, a.time_maa_k, a.time_maa_v, a.time_maa_r, a.time_maa_g]))
+        self.maa_w1, self.maa_w2 = _np(a.time_maa_w1), _np(a.time_maa_w2)
+        self.decay = _np(a.time_decay).reshape(-1)
+        self.decay_w1, self.decay_w2 = _np(a.time_decay_w1), _np(a.time_decay_w2)
+        self.u = _np(a.time_faaaa).reshape(self.H, self.N)
+        self.w_kvrg = np.stack([_np(a.key.weight, True), _np(a.value.weight, True), _np(a.receptance.weight, True),
+                                _np(a.gate.weight, True)])                                   # (4, C_in, C_out)
+        self.ln_x = (_np(a.ln_x.weight), _np(a.ln_x.bias))
+        self.w_out = _np(a.output.weight, True)
+        self.ffn_maa_k, self.ffn_maa_r = _np(f.time_maa_k).reshape(-1), _np(f.time_maa_r).reshape(-1)
+        self.ffn_key, self.ffn_rec = _np(f.key.weight, True), _np(f.receptance.weight, True)
+        self.ffn_value = _np(f.value.weight, True)
+
+    def step(self, x: np.ndarray, shift: np.ndarray, S: np.ndarray, shift_out: np.ndarray,
+             S_out: np.ndarray) -> np.ndarray:
+        """As _TorchLayer.step, on numpy arrays: x (B, C); shift (2, B, C); S (B, H, N, N)."""
+        B, C = x.shape
+        H, N = self.H, self.N
+        xa = shift_out[0] = _np_norm(x, *self.ln1, LN_EPS)
+        xx = shift[0] - xa
+        mix = np.tanh((xa + xx * self.maa_x) @ self.maa_w1)                              # (B, 5 * D_MIX)
+        mix = np.matmul(mix.reshape(B, 5, D_MIX).transpose(1, 0, 2), self.maa_w2)        # (5, B, C)
+        xm = xa + xx * (self.maa_5 + mix)                                                  # (5, B, C): w k v r g
+        k, v, r, g = np.matmul(xm[1:], self.w_kvrg)                                       # each (B, C)
+        w = self.decay + np.tanh(xm[0] @ self.decay_w1) @ self.decay_w2
+        k, v, r = k.reshape(B, H, N), v.reshape(B, H, 1, N), r.reshape(B, H, 1, N)
+        kv = k[..., None] * v                                                              # (B, H, N, N)
+        # r @ (S + u k v^T) = r @ S + (r . u k) v: the bonus term without a second (B, H, N, N) array
+        y = np.matmul(r, S) + np.matmul(r, (self.u * k)[..., None]) * v                   # (B, H, 1, N)
+        np.multiply(np.exp(-np.exp(w)).reshape(B, H, N, 1), S, out=S_out)
+        S_out += kv
+        y = _np_norm(y.reshape(B, H, N), *self.ln_x, GN_EPS)
+        x = x + (y * g / (1.0 + np.exp(-g))) @ self.w_out
+        xf = shift_out[1] = _np_norm(x, *self.ln2, LN_EPS)
+        xx = shift[1] - xf
+        kf = np.maximum((xf + xx * self.ffn_maa_k) @ self.ffn_key, 0.0)
+        rf = 1.0 / (1.0 + np.exp(-((xf + xx * self.ffn_maa_r) @ self.ffn_rec)))
+        return x + rf * ((kf * kf) @ self.ffn_value)

@@ -97,6 +97,7 @@ class TokenStream:
         if prompt.dim() != 2 or prompt.shape[1] == 0:
             raise ValueError(f"prompt must be (B, T0) with T0 >= 1, got {tuple(prompt.shape)}")
         self.model, self.cfg, self.generator, self.window = model, cfg, generator, window
+        self._step = model.recurrent()        # the weights cannot change during a generation: checked once, here
         device = model.emb.weight.device
         with torch.inference_mode():
             logits, self.state = model(prompt.to(device), state=model.init_state(prompt.shape[0]), return_state=True)
@@ -119,7 +120,7 @@ class TokenStream:
 
     def _advance(self, tokens: Tensor, active: Tensor | None) -> None:
         """One recurrent step on tokens (B,), kept only for the active streams (all when None)."""
-        logits, state = self.model.step(tokens, self.state)
+        logits, state = self._step(tokens, self.state)
         if active is not None:
             keep = ~active.to(logits.device)
             logits[keep] = self.logits[keep]
@@ -196,7 +197,7 @@ class TokenStream:
     def clone(self, generator: torch.Generator | None = None) -> "TokenStream":
         """A branch: same model and config, copied state and logits; shares the generator unless given one."""
         twin = object.__new__(TokenStream)
-        twin.model, twin.cfg = self.model, self.cfg
+        twin.model, twin.cfg, twin._step = self.model, self.cfg, self._step
         twin.generator = generator if generator is not None else self.generator
         twin.window, twin.prompts, twin.history = self.window, self.prompts, [list(h) for h in self.history]
         with torch.inference_mode():

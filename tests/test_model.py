@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from rwkv_core import RWKV6, RWKV6Config, RWKVState
+from rwkv_core.model import NumpyStep, TorchStep
 
 V = 100
 
@@ -19,9 +20,19 @@ def random_model(n_layer: int = 2, n_embd: int = 128, seed: int = 0) -> RWKV6:
     return model
 
 
-@pytest.fixture(scope="module")
-def model() -> RWKV6:
-    return random_model()
+@pytest.fixture(scope="module", params=[NumpyStep, TorchStep], ids=["numpy step", "torch step"])
+def model(request) -> RWKV6:
+    """The same model stepped by each recurrent form (numpy is what CPU generation runs, torch the GPU path)."""
+    model = random_model()
+    model._recurrent = request.param(model)
+    assert type(model.recurrent()) is request.param
+    return model
+
+
+def test_cpu_fp32_generation_steps_with_numpy_and_other_dtypes_with_torch():
+    model = random_model(n_layer=1, n_embd=64)
+    assert type(model.recurrent()) is NumpyStep
+    assert type(random_model(n_layer=1, n_embd=64).double().recurrent()) is TorchStep
 
 
 @pytest.fixture(scope="module")
