@@ -1,7 +1,8 @@
-"""Text -> mastered 4-minute track: the shipped pipeline (composing on its own thread with the numpy token step,
-overlapping synthesis, the lo-fi chain and the loudness measurement on the other core) against the one-core
-pipeline it replaced (the torch token step, every stage in turn on one thread, the loudness measured again at
-the end), alternated in one run; medians. Also the floor: composing alone (both language models, no audio).
+"""Text -> mastered 4-minute track: the shipped pipeline (the numpy token step, composing on a thread of its own
+while synthesis, the chain and the loudness meter run on the other core, the master's limiter on a thread beside
+its measurement) against the one-core pipeline it replaced (the torch token step, every stage in turn on one
+thread, the loudness measured again at the end), alternated in one run; medians. Also the floor: composing alone
+(both language models, no audio).
 
     python benchmarks/bench_pipeline.py --runs 3 --seconds 240
 """
@@ -17,23 +18,28 @@ import text2lofi.pipeline as pipeline
 from rwkv_core.model import NumpyStep, TorchStep
 from text2lofi.compose.composer import Composer, load_music_model
 from text2lofi.conditions import SAMPLE_RATE
-from text2lofi.runtime import use_threads
+from text2lofi.audio import effects
+from text2lofi.runtime import ahead, use_threads
 
 
 def one_core(enabled: bool) -> None:
-    """Switch the pipeline to (or back from) the one-core way it ran before: the torch token step, bars composed
-    inline, no meter."""
+    """Switch the pipeline to (or back from) the one-core way it ran before: the torch token step, every stage
+    inline on one thread, no loudness meter."""
     for kind in ("piano", "drums"):
         model = load_music_model(kind).model
         model._recurrent = (TorchStep if enabled else NumpyStep)(model)    # what model.recurrent() hands out
-    if enabled:
-        pipeline.ahead = lambda items, *args, **kwargs: iter(items)
-        pipeline.CHUNKED_ABOVE = math.inf
-    else:
-        pipeline.ahead, pipeline.CHUNKED_ABOVE = AHEAD, CHUNKED
+    for module in THREADED:
+        module.ahead = inline if enabled else ahead
+    pipeline.CHUNKED_ABOVE = math.inf if enabled else CHUNKED
 
 
-AHEAD, CHUNKED = pipeline.ahead, pipeline.CHUNKED_ABOVE
+def inline(items, *args, **kwargs):
+    """runtime.ahead without the thread."""
+    yield from items
+
+
+THREADED = (pipeline, effects)      # the modules that start threads with runtime.ahead
+CHUNKED = pipeline.CHUNKED_ABOVE
 
 
 def main() -> None:

@@ -121,3 +121,16 @@ def test_loudness_fed_in_any_pieces_is_the_whole_track_measurement():
     meter.feed(audio[:1000])
     with pytest.raises(ValueError, match="fed 1000 of"):
         meter.loudness()
+
+
+def test_a_long_track_is_measured_while_it_is_limited_with_the_same_result():
+    """Above CHUNKED_ABOVE the master measures each trial on one thread while the limiter runs on another; the
+    audio and the loudness must be exactly what limiting first and measuring after gives."""
+    from text2lofi.audio.loudness import CHUNKED_ABOVE
+    x = np.tile(music_like(20.0, seed=3), (6, 1)) * 1.5          # 120 s: loud enough for the limiter to work
+    assert len(x) > CHUNKED_ABOVE
+    master, gain = Master(-14.0, -1.0, SR), np.float32(2.0)
+    limited, lufs = master._limited_measured(x, gain)
+    expected = master._limited(x, gain)
+    assert np.array_equal(limited, expected) and not np.array_equal(limited, x * gain)
+    assert lufs == integrated_loudness(expected)

@@ -261,7 +261,7 @@ def test_cli_names_every_file_it_writes_and_edits_a_tracks_sidecar(tmp_path):
 def test_bars_composed_ahead_come_in_order_errors_surface_and_closing_stops_the_thread():
     import time
 
-    from text2lofi.pipeline import ahead
+    from text2lofi.runtime import ahead
 
     assert list(ahead(iter(range(50)), depth=3)) == list(range(50))
 

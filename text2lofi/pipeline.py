@@ -13,10 +13,8 @@ import dataclasses
 import errno
 import json
 import os
-import queue
 import secrets
 import tempfile
-import threading
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ from text2lofi.compose.arrangement import BarGrid, Section, extension_plan
 from text2lofi.compose.composer import ComposedBar, Composer, bars_to_midi
 from text2lofi.compose.given import read_given
 from text2lofi.conditions import DURATION_RANGE, SAMPLE_RATE, TEXTURES, Conditions
+from text2lofi.runtime import ahead
 
 IN_MEMORY_MAX_S = 20 * 60     # up to 20 min the whole track is held (~210 MB) and mastered in two passes
 MIDI_MAX_S = 2 * 3600         # longer tracks keep no MIDI in memory (12 h would be ~10^6 note objects)
@@ -157,7 +156,7 @@ def _bar_chunks(composer: Composer, mixer: Mixer, n_samples: int | None, progres
     """
     n_bars = None if n_samples is None else composer.grid.bars_for(n_samples)
     try:
-        with contextlib.closing(ahead(composer.bars(n_bars))) as bars:
+        with contextlib.closing(ahead(composer.bars(n_bars), COMPOSE_AHEAD, "text2lofi-compose")) as bars:
             yield from _mix_bars(bars, mixer, n_samples, progress, keep_bars)
     finally:
         mixer.close()
@@ -166,56 +165,8 @@ def _bar_chunks(composer: Composer, mixer: Mixer, n_samples: int | None, progres
 COMPOSE_AHEAD = 8             # bars the composing thread may run ahead of synthesis (bounds memory and waste)
 
 
-def ahead(items: Iterator, depth: int = COMPOSE_AHEAD, name: str = "text2lofi-compose") -> Iterator:
-    """`items` produced on a thread of their own, at most `depth` ahead of the consumer: composing (torch, one
-    core) overlaps synthesis, the chain and textures (FluidSynth and pedalboard release the GIL) on the other.
-    Same items in the same order, so the same bytes; an error raised there is raised here; closing this
-    generator stops the thread at its next item and waits for it."""
-    done = object()
-    box: queue.Queue = queue.Queue(maxsize=depth)
-    stop, running, finished = threading.Event(), threading.Event(), threading.Event()
-
-    def produce() -> None:
-        running.set()
-        try:
-            for item in items if not stop.is_set() else ():
-                box.put((item, None))
-                if stop.is_set():
-                    break
-            box.put((done, None))
-        except BaseException as exc:              # handed to the consumer
-            box.put((done, exc))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-            finished.set()
-
-    worker = threading.Thread(target=produce, name=name, daemon=True)
-    started = False
-    try:
-        worker.start()
-        started = True
-        while True:
-            item, error = box.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        # Wait for the thread to be done with torch before going on (a process that exits while it composes
-        # aborts). A Ctrl-C inside start() leaves it unknown whether the thread exists: it says so within a second.
-        if running.wait(None if started else 1.0):
-            while not finished.is_set():           # let a producer blocked on a full queue see the stop
-                with contextlib.suppress(queue.Empty):
-                    box.get(timeout=0.05)
-
-
 def _mix_bars(bars, mixer, n_samples, progress, keep_bars):
     pending: list[tuple[dict[str, np.ndarray], int]] = []     # bars held back until their gains are known
-    emitted = 0
     position = 0                      # samples of music composed so far
     while True:
         # Stages are reported where their work starts: sampling the next bar, then synth + chain + textures.
@@ -244,7 +195,6 @@ def _mix_bars(bars, mixer, n_samples, progress, keep_bars):
             {k: np.concatenate([p[0][k] for p in pending]) for k in stems}
         pending = []
         yield mixer.mix(joined, total, final=last)
-        emitted += total
         if last:
             break
 

@@ -7,13 +7,16 @@ changing its length; `latency` says by how many samples.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
-from text2lofi.audio.loudness import integrated_loudness
+from text2lofi.audio.loudness import CHUNKED_ABOVE, LoudnessMeter, integrated_loudness
 from text2lofi.conditions import SAMPLE_RATE
+from text2lofi.runtime import ahead
 
 SLICE = 1 << 17          # frames processed at a time inside a call, so memory stays flat for huge chunks
 CONTROL_STEP = 64        # samples between evaluations of slow modulations (wow/flutter delay)
@@ -313,8 +316,7 @@ class Master:
         gain_db, previous = self.target_lufs - loudness, None
         for _ in range(max_trials):
             trial = None                                    # the last trial's output goes before the next is made
-            trial = self._limited(audio, np.float32(_db_to_gain(gain_db)))
-            lufs = integrated_loudness(trial, self.sample_rate)
+            trial, lufs = self._limited_measured(audio, np.float32(_db_to_gain(gain_db)))
             error = self.target_lufs - lufs
             if abs(error) <= tolerance_lu:
                 break
@@ -326,12 +328,32 @@ class Master:
             gain_db += min(max(error / slope, -12.0), 12.0)
         return _db_to_gain(gain_db), trial
 
+    def _limited_measured(self, audio: np.ndarray, gain: np.float32) -> tuple[np.ndarray, float]:
+        """_limited(audio, gain) and its integrated loudness. A long track is measured as it is limited, the
+        limiter on a thread of its own (both release the GIL for most of their work): the same number,
+        measured in pieces (loudness.LoudnessMeter), about 1.5x sooner than one after the other."""
+        n = len(audio)
+        if n <= CHUNKED_ABOVE:
+            trial = self._limited(audio, gain)
+            return trial, integrated_loudness(trial, self.sample_rate)
+        out, meter = np.empty((n, 2), np.float32), LoudnessMeter(n, 2, self.sample_rate)
+        with contextlib.closing(ahead(self._limit_into(audio, gain, out), 4, "text2lofi-limiter")) as done:
+            for a, b in done:
+                meter.feed(out[a:b])
+        return out, meter.loudness()
+
     def _limited(self, audio: np.ndarray, gain: np.float32) -> np.ndarray:
-        """audio * gain through a fresh limiter, aligned (its look-ahead flushed with zeros and cut off). The track
-        is scaled SLICE by SLICE, the same slices one call on the whole scaled array would cut (same output), so
-        no scaled copy of it is ever held (212 MB for 10 minutes)."""
+        """audio * gain through a fresh limiter, aligned (its look-ahead flushed with zeros and cut off)."""
+        out = np.empty((len(audio), 2), np.float32)
+        for _ in self._limit_into(audio, gain, out):
+            pass
+        return out
+
+    def _limit_into(self, audio: np.ndarray, gain: np.float32, out: np.ndarray) -> Iterator[tuple[int, int]]:
+        """Write _limited(audio, gain) into out (len(audio), 2), yielding each range [a, b) once it is written.
+        The track is scaled SLICE by SLICE, the same slices one call on the whole scaled array would cut (same
+        output), so no scaled copy of it is ever held (212 MB for 10 minutes)."""
         limiter, n = PeakLimiter(self.ceiling, self.sample_rate), len(audio)
-        out = np.empty((n, 2), np.float32)
         skip, at = self.latency, 0
         for a in range(0, n + self.latency, SLICE):
             piece = audio[a:a + SLICE] * gain
@@ -342,8 +364,9 @@ class Master:
             cut = min(skip, len(done))
             done, skip = done[cut:], skip - cut
             out[at:at + len(done)] = done
+            if len(done):
+                yield at, at + len(done)
             at += len(done)
-        return out
 
     def reset(self) -> None:
         """Start a new stream (the gain is measured again)."""
