@@ -32,7 +32,7 @@ FILES = {"dev": ROOT.parent / "shared/eval/prompts_dev.jsonl", "dev_chat": ROOT.
          "heldout": ROOT / "prompts/heldout/prompts.jsonl", "heldout_chat": ROOT / "prompts/heldout/chat.jsonl"}
 LOAD_OURS = ("import time; t = time.time(); from text2lofi.instruct.interpreter import get_interpreter; get_interpreter(); "
              "print(time.time() - t)")
-LOAD_MODELS = ("import torch, transformers.models.gpt2.modeling_gpt2, transformers.models.bert.modeling_bert, time; "
+LOAD_MODELS = ("import numpy, tokenizers, safetensors.numpy, time; "
                "from text2lofi.instruct.interpreter import get_interpreter; t = time.time(); get_interpreter(); "
                "print(time.time() - t)")
 LOAD_ST = ("import os, time; t = time.time(); os.environ['HF_HUB_OFFLINE'] = '1'; "
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     load_st = timed_process(LOAD_ST, args.repeats)
     print(f"load (fresh process), median of {args.repeats}:")
     print(f"  interpret ready, imports included        {load_ours:6.2f} s")
-    print(f"  models only (torch/transformers imported) {load_models:6.2f} s")
+    print(f"  models only (imports done first)       {load_models:6.2f} s")
     print(f"  baseline: SentenceTransformer alone, imports included {load_st:6.2f} s   "
           f"ratio ours/baseline {load_ours / load_st:.2f}")
     print(f"  (load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")

@@ -1,8 +1,11 @@
 """interpret(): explicit values exact, meaning via embeddings + instruction LM, edits across turns, bad input."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -196,6 +199,27 @@ def test_embedder_matches_sentence_transformers(interp):
     ref = SentenceTransformer(str(minilm_path()), device="cpu").encode(texts)
     ours = interp.retriever.embedder.encode(texts)
     assert abs(ours - ref).max() < 1e-4
+
+
+def test_the_numpy_lm_gives_the_logits_transformers_gives():
+    import torch
+    from transformers import GPT2LMHeadModel
+    from text2lofi.instruct.nets import Gpt2Net
+    ref = GPT2LMHeadModel.from_pretrained(str(checkpoint_dir())).eval()
+    ids = [int(i) for i in np.random.default_rng(0).integers(0, ref.config.vocab_size, 60)]
+    with torch.no_grad():
+        expected = ref(input_ids=torch.tensor([ids])).logits[0, -1].numpy()
+    assert abs(Gpt2Net(checkpoint_dir()).last_logits(ids) - expected).max() < 1e-4
+
+
+def test_interpret_in_a_fresh_process_loads_neither_torch_nor_transformers():
+    """The command line's interpret answers in about 0.4 s because it imports neither (they cost ~3.5 s here)."""
+    code = ("import sys; from text2lofi.instruct import interpret; c = interpret('rainy night study beats in D minor');"
+            "print(c.key, c.mode, sorted(m for m in ('torch', 'transformers', 'sentence_transformers', 'scipy') "
+            "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["D", "minor", "[]"]
 
 
 def test_training_data_is_reproducible():

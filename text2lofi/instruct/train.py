@@ -10,7 +10,9 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
 
 from rwkv_core.config import add_config_args, config_from_args
@@ -79,6 +81,14 @@ def example_inputs(examples: list[Example], speller: Speller, retriever: Retriev
     return out
 
 
+def next_logits_of(model) -> Callable[[list[int]], np.ndarray]:
+    """InstructLM's net call on a transformers GPT2LMHeadModel (as trained, before it is saved)."""
+    @torch.inference_mode()
+    def next_logits(ids: list[int]) -> np.ndarray:
+        return model(input_ids=torch.tensor([ids])).logits[0, -1].numpy()
+    return next_logits
+
+
 def exact_match(lm: InstructLM, inputs: list[list[str]], examples: list[Example]) -> dict:
     """Per-slot and whole-sequence accuracy of greedy grammar decoding."""
     slots = {"tempo": 0, "energy": 0, "mode": 0, "drums": 0, "textures": 0, "mood": 0}
@@ -124,7 +134,7 @@ def train(cfg: TrainConfig) -> dict:
                       n_head=cfg.n_head, bos_token_id=vocab["<fresh>"], eos_token_id=vocab["<eos>"],
                       pad_token_id=vocab["<pad>"], resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
     model = GPT2LMHeadModel(mcfg)
-    lm = InstructLM(model, tokenizer, output_vocab(bank))
+    lm = InstructLM(next_logits_of(model), tokenizer, output_vocab(bank))
     seqs = []
     for words, ex in zip(tr_in, tr):
         src, tgt = lm.encode(words), lm.encode(ex.target.tokens())
@@ -161,7 +171,9 @@ def train(cfg: TrainConfig) -> dict:
             "params": sum(p.numel() for p in model.parameters()), "val": val_acc,
             "final_loss": sum(losses[-50:]) / 50, "data_s": round(t_data, 1), "train_s": round(t_train, 1),
             "lexicon_hash": lexicon_hash(bank)}
-    lm.save(out_dir, meta)
+    model.save_pretrained(out_dir)
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    (out_dir / "instruct_meta.json").write_text(json.dumps(meta, indent=1))
     print(json.dumps(meta["val"], indent=1))
     return meta
 
