@@ -23,15 +23,17 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from text2lofi.audio.mix import Mixer
 from text2lofi.compose.arrangement import pivot_chords
-from text2lofi.compose.composer import ComposedBar, Composer
 from text2lofi.conditions import SAMPLE_RATE, Conditions
 from text2lofi.pipeline import master_stream, resolve
+
+if TYPE_CHECKING:        # imported where used, as in pipeline: the app imports this module at its start
+    from text2lofi.audio.mix import Mixer
+    from text2lofi.compose.composer import ComposedBar, Composer
 
 # Fields that only the mixer reads: changing them keeps the composer (and the notes) going.
 MIX_ONLY = frozenset({"textures", "lofi_amount"})
@@ -99,6 +101,8 @@ class LiveStream:
     # ---- making the audio ---------------------------------------------------------------------------
     def _segment(self, c: Conditions, origin: int, before: _Segment | None) -> _Segment:
         """The composer and mixer for conditions c from sample `origin`; `before` is the segment it follows."""
+        from text2lofi.audio.mix import Mixer
+        from text2lofi.compose.composer import Composer
         if before is None:
             composer = Composer(c, sample_rate=self.sr)
             return _Segment(c, composer, Mixer(c, self.sr), composer.bars(None))

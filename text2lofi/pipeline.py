@@ -19,7 +19,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import pretty_midi
@@ -28,14 +28,15 @@ from text2lofi.audio import files
 from text2lofi.audio.files import NoSpace
 from text2lofi.audio.effects import LofiChain, Master, master_to_lufs
 from text2lofi.audio.loudness import CHUNKED_ABOVE, LoudnessMeter
-from text2lofi.audio.mix import ChainStage, Mixer
 from text2lofi.audio.render import piano_program_for
-from text2lofi.audio.textures import TextureBed
 from text2lofi.compose.arrangement import BarGrid, Section, extension_plan
-from text2lofi.compose.composer import ComposedBar, Composer, bars_to_midi
 from text2lofi.compose.given import read_given
 from text2lofi.conditions import DURATION_RANGE, SAMPLE_RATE, TEXTURES, Conditions
 from text2lofi.runtime import ahead
+
+if TYPE_CHECKING:        # imported where used: torch, scipy.signal and miditok load with the first track, not
+    from text2lofi.audio.mix import Mixer                # with `import text2lofi.pipeline` (the app's start)
+    from text2lofi.compose.composer import ComposedBar, Composer
 
 IN_MEMORY_MAX_S = 20 * 60     # up to 20 min the whole track is held (~210 MB) and mastered in two passes
 MIDI_MAX_S = 2 * 3600         # longer tracks keep no MIDI in memory (12 h would be ~10^6 note objects)
@@ -259,6 +260,7 @@ def generate(prompt: str | Conditions, seed: int | None = None, progress: Progre
     warnings): its end flows into its start, see _make_loop. keep_stems=False: Track.stems stays empty (a
     10-minute track's four stems are 850 MB; the app builds stems only when asked, with remake()). taps: what
     the app takes off the track while it is made (a preview, the mixer's stems)."""
+    from text2lofi.compose.composer import Composer
     progress = progress or _no_progress
     t0 = time.perf_counter()
     c = resolve(prompt, seed, progress=progress, **overrides)
@@ -288,6 +290,7 @@ def accompany(midi: str | os.PathLike, prompt: str | Conditions = "lofi", seed: 
     added; tempo, key and chords come from the file (and are said in the warnings when estimated). The prompt
     sets the feel (energy, textures, lo-fi amount...). continue_s > 0: the piano model, having read the file,
     writes on for that many seconds and the track ends on its own cadence."""
+    from text2lofi.compose.composer import Composer
     progress = progress or _no_progress
     if not 0.0 <= float(continue_s) <= IN_MEMORY_MAX_S:
         raise ValueError(f"continue_s must be from 0 to {IN_MEMORY_MAX_S:g} s, got {continue_s:g}")
@@ -370,6 +373,7 @@ def _remake(track, progress: Progress | None, note: str, plan_of=None, seeds: di
         splices += [(part, seed, section) for part, seed in (seeds or {}).items()]
 
     def compose(extra: dict) -> Composer:
+        from text2lofi.compose.composer import Composer
         return Composer(c, sample_rate=sr, plan=plan, seeds=part_seeds | extra, loop=bool(meta.get("loop")))
     composer = compose({})
     for part, seed, where in splices:
@@ -456,6 +460,7 @@ def remix(track: Track | str | os.PathLike, stems_dir: str | os.PathLike, levels
     track as made), nothing composed or synthesized again: the parts summed at their levels, the lo-fi chain
     run on that sum (LOFI_LAYER scales its effect: wet = dry + gain * (chain - dry)), each texture added at its
     level, then the same fade and master. Same length; `midi` (the track's .mid) is carried over."""
+    from text2lofi.audio.mix import ChainStage
     progress = progress or _no_progress
     t0 = time.perf_counter()
     meta = track_metadata(track)
@@ -502,6 +507,7 @@ def render_midi(pm: pretty_midi.PrettyMIDI, c: Conditions, sample_rate: int = SA
     """A MIDI's pitched notes played as the piano through the same synthesizer, lo-fi chain, textures and master
     as any track, c.duration_s long, nothing added (no drums, no bass): how the blind comparison renders the
     baselines and real excerpts so that only the music differs. The notes must cover c.duration_s."""
+    from text2lofi.compose.composer import Composer
     with tempfile.TemporaryDirectory(prefix="text2lofi-midi-") as tmp:
         path = Path(tmp) / "notes.mid"
         pm.write(str(path))
@@ -514,6 +520,8 @@ def render_midi(pm: pretty_midi.PrettyMIDI, c: Conditions, sample_rate: int = SA
 
 def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict,
                 keep_stems: bool = True, taps: Taps | None = None) -> Track:
+    from text2lofi.audio.mix import Mixer
+    from text2lofi.compose.composer import bars_to_midi
     taps = taps or Taps()
     if composer.loop:
         return _make_loop(c, composer, prompt, progress, timings, taps)
@@ -565,6 +573,9 @@ def _make_loop(c: Conditions, composer: Composer, prompt, progress: Progress, ti
     the chain's tails) are rendered past the end and added onto its start, and the texture bed's continuation past
     the end cross-fades (equal power) into its start over LOOP_TAIL_S. No fade in or out; the last bar's chord
     leads back to the first (Composer(loop=True)). Mastered in one pass like any short track."""
+    from text2lofi.audio.mix import Mixer
+    from text2lofi.audio.textures import TextureBed
+    from text2lofi.compose.composer import bars_to_midi
     sr = composer.grid.sample_rate
     n_bars = composer.grid.bars_for(int(round(c.duration_s * sr)))
     n, tail = composer.grid.bar_start(n_bars), int(LOOP_TAIL_S * sr)
@@ -624,6 +635,7 @@ def _wrap(audio: np.ndarray, n: int, tail: int) -> np.ndarray:
 
 def _generate_long(c, composer, mixer, n_samples, prompt, progress, timings) -> Track:
     """Long tracks: stream mastered float32 chunks to a temporary raw file and memory-map it (flat RSS)."""
+    from text2lofi.compose.composer import bars_to_midi
     t1 = time.perf_counter()
     bars: list[ComposedBar] | None = [] if c.duration_s <= MIDI_MAX_S else None
     # The writer's pid is in the name so a later start can tell a file left by a killed process (app.guard).

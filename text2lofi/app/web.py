@@ -37,12 +37,10 @@ import statistics
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from text2lofi.app.serve import AppConfig, default_output_dir
 from text2lofi.app.studio import (HISTORY_SIZE, MAX_PROMPT_CHARS, SAVING, SEED_RANGE, Studio, StudioError,
@@ -52,6 +50,9 @@ from text2lofi.app.guard import GRADIO_CACHE, Backoff, Identity, RateWindow, Swe
 from text2lofi.app.survey import CHOICES, MAX_COMMENT_CHARS, QUESTIONS, SurveyStore, check_score
 from text2lofi.pipeline import LOFI_LAYER, MIX_DB_RANGE, PARTS, iter_chunks, master_stream, mixer_layers
 from text2lofi.conditions import DURATION_RANGE, SAMPLE_RATE, TEMPO_RANGE, TEXTURES, TONICS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure   # imported where plotted: the Results tab, not the app's start
 
 EXAMPLES = [
     "rainy night study beats, 4 minutes",
@@ -293,6 +294,8 @@ def survey_table(summary: dict) -> list[list[Any]]:
 
 
 def survey_plot(summary: dict) -> Figure:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     fig = Figure(figsize=(8, 3), dpi=90)
     ax = fig.subplots()
     width = 0.25
@@ -311,6 +314,8 @@ def survey_plot(summary: dict) -> Figure:
 
 def compare_view(results: dict, systems: tuple[str, ...]) -> tuple[str, list, list, Figure]:
     """The Results tab's blind-comparison part: a summary, the pair table, the ranking and its plot."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, NullFormatter
     votes, raters = results["votes"], results["raters"]
     if not votes:
         summary = ("**Blind comparisons:** no votes yet. Open the **Compare** tab to listen to two clips of the "
