@@ -2,7 +2,7 @@
 GPT-2 trained with transformers in instruct.train) and all-MiniLM-L6-v2 (a BERT encoder). Importing transformers
 costs about 2.5 s here (it pulls in torch._dynamo and torch.distributed) and torch about 1 s, against 20 ms of
 work for a prompt, so `text2lofi interpret` loads neither: the weights are read from the same safetensors files
-with safetensors' numpy loader. Training stays on transformers; tests/test_instruct.py holds both nets to it.
+as memory maps. Training stays on transformers; tests/test_instruct.py holds both nets to it.
 
 Shapes: T tokens, C width, H heads, D = C / H head size, V vocabulary. Everything is float32.
 """
@@ -14,9 +14,30 @@ from pathlib import Path
 import numpy as np
 
 
+_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+
+
 def _load(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    from safetensors.numpy import load_file
-    return json.loads((folder / "config.json").read_text()), load_file(str(folder / "model.safetensors"))
+    """config.json and the tensors of model.safetensors as read-only memory maps of the file: nothing is copied,
+    the pages are the file cache's, and a table only partly used costs only what is read (MiniLM's 47 MB word
+    embeddings: the rows of the words in the prompts). The format: an 8-byte little-endian header length, a
+    JSON header {name: {dtype, shape, data_offsets: [begin, end]}}, then the data."""
+    path = folder / "model.safetensors"
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__" or info["dtype"] not in _DTYPES:
+            continue
+        begin, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        if end == begin:
+            tensors[name] = np.zeros(shape, _DTYPES[info["dtype"]])
+            continue
+        tensors[name] = np.memmap(path, _DTYPES[info["dtype"]], "r", offset=8 + size + begin,
+                                  shape=shape).view(np.ndarray)
+    return json.loads((folder / "config.json").read_text()), tensors
 
 
 def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
@@ -98,8 +119,8 @@ class BertNet:
         self.word, self.position = w[e + "word_embeddings.weight"], w[e + "position_embeddings.weight"]
         self.type0 = w[e + "token_type_embeddings.weight"][0]
         self.ln_e = (w[e + "LayerNorm.weight"], w[e + "LayerNorm.bias"])
-        # nn.Linear weights are (out, in): stored transposed once so that x @ W is the layer
-        self.layers = [{k[len(f"encoder.layer.{i}."):]: (v.T.copy() if v.ndim == 2 else v) for k, v in w.items()
+        # nn.Linear weights are (out, in): x @ W.T is the layer (a transposed view, nothing copied)
+        self.layers = [{k[len(f"encoder.layer.{i}."):]: (v.T if v.ndim == 2 else v) for k, v in w.items()
                         if k.startswith(f"encoder.layer.{i}.")} for i in range(cfg["num_hidden_layers"])]
 
     def hidden(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
