@@ -13,7 +13,11 @@ from text2lofi.audio.render import PartSynth, SynthPool, balance_gains, piano_pr
 from text2lofi.audio.textures import TextureBed
 from text2lofi.conditions import BASS_PROGRAM, Conditions, NoteEvent
 
-MEASURE_S = 16.0              # seconds of SOUNDING audio per stem measured for its gain (then fixed)
+# Seconds of SOUNDING audio per stem measured for its gain (then fixed). Bars wait for it, so it bounds the first
+# sound of a stream or a preview: at 16 s the first chunk waited for about 28 s of music when the drums entered after
+# a piano intro (stream() first sound 1.8-3.1 s); at 8 s, 0.6-1.8 s. Gains measured on 8 s were within 0.8 dB
+# of those on 16 s for six prompts (benchmarks/RESULTS.md, "Speed (issue 15)").
+MEASURE_S = 8.0
 
 _POOLS: dict[int, SynthPool] = {}
 _POOLS_LOCK = threading.Lock()
@@ -91,13 +95,14 @@ class Mixer:
     (drums that enter after a piano intro are measured where they play), then kept constant: no pumping."""
 
     def __init__(self, c: Conditions, sample_rate: int, gains: dict[str, float] | None = None,
-                 measure_s: float = MEASURE_S, origin: int = 0, split_textures: bool = False):
+                 measure_s: float | None = None, origin: int = 0, split_textures: bool = False):
         """gains: stems whose level is already known (a steered stream keeps its balance); measure_s: sounding
         seconds measured for the others (0: from the first chunk where a stem sounds, so nothing is held back);
         origin: the absolute sample the first chunk starts at (notes are placed in absolute samples);
         split_textures: mix() gives each texture as its own stem, by name, instead of one "textures" stem (the
         page's mixer sets each texture's level; a track's textures never fade, so the split is exact)."""
-        self.c, self.sr, self.measure_s, self.split_textures = c, sample_rate, measure_s, split_textures
+        self.c, self.sr, self.split_textures = c, sample_rate, split_textures
+        self.measure_s = MEASURE_S if measure_s is None else measure_s
         self._held = contextlib.ExitStack()
         pool = synth_pool(sample_rate)
         self.synths: dict[str, PartSynth] = {}
