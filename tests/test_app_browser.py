@@ -95,9 +95,11 @@ def test_a_midi_file_is_accompanied_and_its_chords_charted(page, tmp_path):
 
 
 def _open(page, accordion: str, inside) -> None:
-    """Open an accordion unless an earlier test left it open (a click toggles it)."""
+    """Open an accordion unless an earlier test left it open (a click toggles it), and wait until what is inside
+    shows: a field filled while the accordion still renders can be reset to its initial value."""
     if not inside.is_visible():
         page.get_by_text(accordion).click()
+    sync_api.expect(inside).to_be_visible()
 
 
 def test_extend_and_vary_a_track_then_score_a_video(page, tmp_path):
@@ -110,7 +112,9 @@ def test_extend_and_vary_a_track_then_score_a_video(page, tmp_path):
     sync_api.expect(summary).to_contain_text("· 6 s ·", timeout=GENERATION_TIMEOUT_MS)
     seed = re.search(r"seed (\d+)", summary.inner_text()).group(1)
     _open(page, "More of this track", page.locator("#extend"))
-    page.locator("#extend-seconds textarea, #extend-seconds input").first.fill("3")
+    seconds = page.locator("#extend-seconds textarea, #extend-seconds input").first
+    seconds.fill("3")
+    sync_api.expect(seconds).to_have_value("3")
     page.locator("#extend").click()
     sync_api.expect(summary).to_contain_text("· 9 s ·", timeout=GENERATION_TIMEOUT_MS)   # 3 s longer
     assert f"seed {seed}" in summary.inner_text()                                          # the same track

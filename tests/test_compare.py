@@ -15,7 +15,11 @@ from text2lofi.app.survey import SurveyStore
 from text2lofi.evaluate.paired import (Vote, bradley_terry, consistency, mean_interval, pair_table, votes_needed,
                                        wilson)
 
-LATER = datetime.now(timezone.utc) + timedelta(minutes=5)       # "after listening"
+
+def later() -> datetime:
+    """'After listening': 5 minutes from now (from the moment of the vote, not of the import: a long suite reaches
+    these tests more than 5 minutes after collecting them)."""
+    return datetime.now(timezone.utc) + timedelta(minutes=5)
 
 
 # ---- statistics ----------------------------------------------------------------------------------------
@@ -85,7 +89,7 @@ def test_repeats_come_back_swapped_now_and_then(pool):
     shown = []
     for _ in range(200):
         p = pool.draw("steady")
-        pool.vote(p.pair_id, "steady", "A", "A", now=LATER)
+        pool.vote(p.pair_id, "steady", "A", "A", now=later())
         shown.append(pool.store.pair(p.pair_id))
     repeats = [r for r in shown if r["repeat_of"]]
     assert 8 <= len(repeats) <= 40                                   # REPEAT_SHARE 0.1 of 197 eligible
@@ -100,15 +104,15 @@ def test_a_vote_needs_its_own_pair_a_valid_choice_and_time_to_listen(pool):
     p = pool.draw("r1")
     for call, message in [
         (lambda: pool.vote(p.pair_id, "r1", "A", "B"), "listen to both clips first"),
-        (lambda: pool.vote(p.pair_id, "r2", "A", "B", now=LATER), "belongs to another listener"),
-        (lambda: pool.vote("nope", "r1", "A", "B", now=LATER), "pair_id 'nope' is unknown"),
-        (lambda: pool.vote(p.pair_id, "r1", "C", "B", now=LATER), "quality must be one of A, B, same"),
-        (lambda: pool.vote(p.pair_id, "r1", "A", "maybe", now=LATER), "match must be one of A, B, same"),
+        (lambda: pool.vote(p.pair_id, "r2", "A", "B", now=later()), "belongs to another listener"),
+        (lambda: pool.vote("nope", "r1", "A", "B", now=later()), "pair_id 'nope' is unknown"),
+        (lambda: pool.vote(p.pair_id, "r1", "C", "B", now=later()), "quality must be one of A, B, same"),
+        (lambda: pool.vote(p.pair_id, "r1", "A", "maybe", now=later()), "match must be one of A, B, same"),
     ]:
         with pytest.raises(ValueError, match=message):
             call()
     assert pool.store.pair(p.pair_id)["vote"] is None                 # nothing stored
-    pool.vote(p.pair_id, "r1", "B", "same", "warmer", now=LATER)
+    pool.vote(p.pair_id, "r1", "B", "same", "warmer", now=later())
     assert pool.store.pair(p.pair_id)["vote"] == {"quality": "B", "match": "same", "comment": "warmer"}
 
 
@@ -122,7 +126,7 @@ def test_concurrent_votes_are_all_stored_and_results_rank_them(pool):
             # rwkv wins whenever it plays; otherwise markov over convlstm.
             best = "rwkv" if "rwkv" in (row["system_a"], row["system_b"]) else "markov"
             choice = "A" if row["system_a"] == best else "B"
-            pool.vote(p.pair_id, f"r{k}", choice, choice, now=LATER)
+            pool.vote(p.pair_id, f"r{k}", choice, choice, now=later())
         except Exception as exc:          # noqa: BLE001 - collected and asserted below
             errors.append(exc)
     threads = [threading.Thread(target=vote, args=(p, k)) for k, p in enumerate(pairs)]
