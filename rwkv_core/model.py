@@ -393,7 +393,7 @@ class _NumpyLayer:
     def step(self, x: np.ndarray, shift: np.ndarray, S: np.ndarray, shift_out: np.ndarray,
              S_out: np.ndarray) -> np.ndarray:
         """As _TorchLayer.step, on numpy arrays: x (B, C); shift (2, B, C); S (B, H, N, N)."""
-        B, C = x.shape
+        B = len(x)
         H, N = self.H, self.N
         xa = shift_out[0] = _np_norm(x, *self.ln1, LN_EPS)
         xx = shift[0] - xa

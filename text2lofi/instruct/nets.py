@@ -28,8 +28,10 @@ def _load(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
         header = json.loads(f.read(size))
     tensors = {}
     for name, info in header.items():
-        if name == "__metadata__" or info["dtype"] not in _DTYPES:
+        if name == "__metadata__":
             continue
+        if info["dtype"] not in _DTYPES:
+            raise ValueError(f"{path}: tensor {name} is {info['dtype']}; these nets read {', '.join(_DTYPES)}")
         begin, end = info["data_offsets"]
         shape = tuple(info["shape"])
         if end == begin:
