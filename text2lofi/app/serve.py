@@ -7,6 +7,7 @@ Limits, retention and lanes are described in docs/reliability.md.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,12 @@ def main(argv: list[str] | None = None, prog: str = "text2lofi serve") -> int:
     # Several generations share the cores; torch's default of one thread per core each oversubscribes them
     # (measured: a 6 s track took 8.5 s through the app with default threads, 1.3 s with one).
     use_threads(args.torch_threads)
+    # What making a track needs is imported here, on this thread, before the page is served and before the clip
+    # pool's thread starts. Left to load lazily, from a first request and the pool's thread at once, start-up
+    # went wrong twice in three test runs (a first /generate whose queue join took over 5 s; a first track from
+    # the page that had not arrived after 180 s). It costs about 1.3 s of start-up (benchmarks/RESULTS.md).
+    for module in ("text2lofi.audio.mix", "text2lofi.compose.composer"):
+        importlib.import_module(module)
     compare = CompareConfig(systems=tuple(s.strip() for s in args.compare_systems.split(",") if s.strip()),
                             prompts=tuple(p.strip() for p in args.compare_prompts.split(";") if p.strip()),
                             clip_s=args.compare_clip_s, seeds=args.compare_seeds,
