@@ -49,8 +49,8 @@ def test_generate_rate_and_see_results_change(page):
     page.locator("#submit-rating").click()                            # nothing to rate yet: said, nothing stored
     sync_api.expect(page.get_by_text("there is no track yet").first).to_be_visible(timeout=30_000)
     page.get_by_label("Describe your track").fill("rainy night study beats")
-    page.get_by_text("Override what the text says").click()
-    page.get_by_label("Duration (s)").fill("6")
+    _open(page, "Override what the text says", page.get_by_label("Duration (s)"))
+    _fill(page.get_by_label("Duration (s)"), "6")
     page.locator("#generate").click()
     player = page.locator("#track-audio")
     # The player shows the track's length once the audio has arrived: exactly the 6 s asked for.
@@ -102,19 +102,30 @@ def _open(page, accordion: str, inside) -> None:
     sync_api.expect(inside).to_be_visible()
 
 
+def _fill(field, value: str) -> None:
+    """Fill a field inside a just-opened accordion. Gradio mounts the accordion's children a moment after the first
+    one shows, and a child that mounts after our fill takes its initial value back (CI saw "3" become "30"), so fill
+    again until the value holds for a moment."""
+    for _ in range(10):
+        field.fill(value)
+        field.page.wait_for_timeout(250)
+        if field.input_value() == value:
+            return
+    sync_api.expect(field).to_have_value(value)
+
+
 def test_extend_and_vary_a_track_then_score_a_video(page, tmp_path):
     page.get_by_role("tab", name="Create").click()
     page.get_by_label("Describe your track").fill("rainy night study beats")
     _open(page, "Override what the text says", page.get_by_label("Duration (s)"))
-    page.get_by_label("Duration (s)").fill("6")
+    _fill(page.get_by_label("Duration (s)"), "6")
     page.get_by_label("Describe your track").press("Enter")          # Enter in the prompt box generates
     summary = page.locator("#track-summary")
     sync_api.expect(summary).to_contain_text("· 6 s ·", timeout=GENERATION_TIMEOUT_MS)
     seed = re.search(r"seed (\d+)", summary.inner_text()).group(1)
-    _open(page, "More of this track", page.locator("#extend"))
     seconds = page.locator("#extend-seconds textarea, #extend-seconds input").first
-    seconds.fill("3")
-    sync_api.expect(seconds).to_have_value("3")
+    _open(page, "More of this track", seconds)
+    _fill(seconds, "3")
     page.locator("#extend").click()
     sync_api.expect(summary).to_contain_text("· 9 s ·", timeout=GENERATION_TIMEOUT_MS)   # 3 s longer
     assert f"seed {seed}" in summary.inner_text()                                          # the same track
@@ -229,7 +240,7 @@ def test_tracks_play_while_made_stay_in_a_history_and_are_mixed_retaken_changed(
     before = len(_entries(page))
     page.get_by_label("Describe your track").fill("rainy night study beats")
     _open(page, "Override what the text says", page.get_by_label("Duration (s)"))
-    page.get_by_label("Duration (s)").fill("8")
+    _fill(page.get_by_label("Duration (s)"), "8")
     old = page.evaluate("() => (document.querySelector('#track-preview audio') || {}).src || ''")
     page.locator("#generate").click()
     # The preview player starts playing the first bars before the finished track arrives.
