@@ -1,4 +1,4 @@
-"""Text -> mastered 4-minute track: the shipped pipeline (the numpy token step, composing on a thread of its own
+"""Text -> mastered 4-minute track: the shipped pipeline (the C token step, composing on a thread of its own
 while synthesis, the chain and the loudness meter run on the other core, the master's limiter on a thread beside
 its measurement) against the one-core pipeline it replaced (the torch token step, every stage in turn on one
 thread, the loudness measured again at the end), alternated in one run; medians. Also the floor: composing alone
@@ -15,7 +15,7 @@ import statistics
 import time
 
 import text2lofi.pipeline as pipeline
-from rwkv_core.model import NumpyStep, TorchStep
+from rwkv_core.model import TorchStep, _cpu_step
 from text2lofi.compose.composer import Composer, load_music_model
 from text2lofi.conditions import SAMPLE_RATE
 from text2lofi.audio import effects
@@ -27,7 +27,7 @@ def one_core(enabled: bool) -> None:
     inline on one thread, no loudness meter."""
     for kind in ("piano", "drums"):
         model = load_music_model(kind).model
-        model._recurrent = (TorchStep if enabled else NumpyStep)(model)    # what model.recurrent() hands out
+        model._recurrent = (TorchStep if enabled else _cpu_step)(model)    # what model.recurrent() hands out
     for module in THREADED:
         module.ahead = inline if enabled else ahead
     pipeline.CHUNKED_ABOVE = math.inf if enabled else CHUNKED

@@ -9,6 +9,7 @@ Shapes: B batch, T time, C n_embd, H heads, N head size, F ffn width, V vocab.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -227,8 +228,25 @@ class RWKV6(nn.Module):
         moved (optimizer step, load_state_dict, .to(device)). A generation takes it once and steps it without this
         check, which lists every parameter (about 90 us, 5 % of a CPU step)."""
         if self._recurrent is None or self._recurrent.key != _weights_key(self._recurrent.params):
-            self._recurrent = (NumpyStep if NumpyStep.runs(self) else TorchStep)(self)
+            self._recurrent = _cpu_step(self) if NumpyStep.runs(self) else TorchStep(self)
         return self._recurrent
+
+
+def _cpu_step(model: RWKV6) -> "RecurrentStep":
+    """The C step where it builds on this machine, else NumpyStep (same arithmetic, about 2x slower), said once."""
+    from rwkv_core.cpu_step import CStep, load_library
+
+    try:
+        load_library()
+    except (RuntimeError, OSError) as e:
+        if not _warned_no_c_step:
+            _warned_no_c_step.append(True)
+            logging.getLogger(__name__).warning("%s; stepping in numpy instead", e)
+        return NumpyStep(model)
+    return CStep(model)
+
+
+_warned_no_c_step: list[bool] = []
 
 
 def _weights_key(params: list[nn.Parameter]) -> tuple:
@@ -238,12 +256,15 @@ def _weights_key(params: list[nn.Parameter]) -> tuple:
 class RecurrentStep:
     """`step(tokens (B,), state) -> (logits (B, V), next state)` on weights rearranged for one token at a time.
 
-    At batch sizes up to a few streams a step is all dispatch overhead: about 25 small ops per layer. Two forms of
-    the same arithmetic (tests hold both to the parallel form):
+    At batch sizes up to a few streams a step is all dispatch overhead: about 25 small ops per layer. Three forms
+    of the same arithmetic (tests hold each to the parallel form):
     - TorchStep, any device and dtype (the GPU path);
-    - NumpyStep, fp32 on CPU, what the app and the CLI run: numpy dispatches a small op in about 1 us where torch
-      takes 3-20 us (a 1 x 192 @ 192 x 672 product: 8 us against 20 us), so a step costs about half
-      (benchmarks/RESULTS.md, "Speed (issue 15)"). Its logits differ from torch's by about 1e-6.
+    - NumpyStep, fp32 on CPU: numpy dispatches a small op in about 1 us where torch takes 3-20 us (a 1 x 192 @
+      192 x 672 product: 8 us against 20 us), so a step costs about half. Its logits differ from torch's by about
+      1e-6;
+    - CStep (rwkv_core/cpu_step.py), NumpyStep's weights and arithmetic in one C call a token, what the app and
+      the CLI run where a C compiler is found: about 2.5x faster again at batch 1, and it lets go of the GIL.
+    Measurements: benchmarks/RESULTS.md, "Speed (issue 15)".
     """
 
     def __init__(self, model: RWKV6):

@@ -57,5 +57,9 @@ if [ $want_test = 1 ]; then
 else
   "$vpy" -m pip install -q -e . --config-settings editable_mode=compat
 fi
+# The CPU token step in C (rwkv_core/cpu_step.py) is compiled here once, so the first track does not wait for it;
+# without a compiler generation steps in numpy instead, and says so.
+"$vpy" -c "from rwkv_core.cpu_step import load_library; load_library()" \
+  || echo "setup: the C token step did not build; generation will step in numpy (about 1.5x slower)" >&2
 echo "$digest" > "$stamp"
 echo "setup: done (.venv)"

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from rwkv_core import RWKV6, RWKV6Config, RWKVState
+from rwkv_core.cpu_step import CStep
 from rwkv_core.model import NumpyStep, TorchStep
 
 V = 100
@@ -20,30 +21,32 @@ def random_model(n_layer: int = 2, n_embd: int = 128, seed: int = 0) -> RWKV6:
     return model
 
 
-@pytest.fixture(scope="module", params=[NumpyStep, TorchStep], ids=["numpy step", "torch step"])
+@pytest.fixture(scope="module", params=[CStep, NumpyStep, TorchStep], ids=["C step", "numpy step", "torch step"])
 def model(request) -> RWKV6:
-    """The same model stepped by each recurrent form (numpy is what CPU generation runs, torch the GPU path)."""
+    """The same model stepped by each recurrent form (C is what CPU generation runs, numpy where no C compiler is
+    found, torch the GPU path)."""
     model = random_model()
     model._recurrent = request.param(model)
     assert type(model.recurrent()) is request.param
     return model
 
 
-def test_cpu_fp32_generation_steps_with_numpy_and_other_dtypes_with_torch():
+def test_cpu_fp32_generation_steps_in_c_and_other_dtypes_with_torch():
     model = random_model(n_layer=1, n_embd=64)
-    assert type(model.recurrent()) is NumpyStep
+    assert type(model.recurrent()) is CStep
     assert type(random_model(n_layer=1, n_embd=64).double().recurrent()) is TorchStep
 
 
 @pytest.fixture(scope="module")
 def idx() -> torch.Tensor:
-    return torch.randint(0, V, (3, 37), generator=torch.Generator().manual_seed(1))
+    """Five streams: the C step's products take batch rows four at a time, then one by one."""
+    return torch.randint(0, V, (5, 37), generator=torch.Generator().manual_seed(1))
 
 
 def test_parallel_equals_recurrent_step_by_step(model, idx):
     full = model(idx)                                      # (B, T, V)
-    assert full.shape == (3, 37, V)
-    state, steps = model.init_state(3), []
+    assert full.shape == (5, 37, V)
+    state, steps = model.init_state(5), []
     for t in range(idx.shape[1]):
         logits, state = model.step(idx[:, t], state)
         steps.append(logits)
@@ -52,7 +55,7 @@ def test_parallel_equals_recurrent_step_by_step(model, idx):
 
 def test_prefill_then_step_equals_parallel(model, idx):
     full, final = model(idx, return_state=True)
-    logits, state = model(idx[:, :20], state=model.init_state(3), return_state=True)
+    logits, state = model(idx[:, :20], state=model.init_state(5), return_state=True)
     torch.testing.assert_close(logits, full[:, :20], rtol=0, atol=1e-4)
     for t in range(20, 37):
         step_logits, state = model.step(idx[:, t], state)
@@ -74,12 +77,12 @@ def test_streams_in_a_batch_are_independent_and_states_branch(model, idx):
     assert picked.batch_size == 1
     nxt = torch.tensor([5])
     a, _ = model.step(nxt, picked)
-    b, _ = model.step(nxt.repeat(3), batch_state)
+    b, _ = model.step(nxt.repeat(5), batch_state)
     torch.testing.assert_close(a[0], b[1], rtol=0, atol=1e-5)
 
     # step never mutates its input state, and a clone is independent of its source
     before = batch_state.clone()
-    model.step(torch.tensor([1, 2, 3]), batch_state)
+    model.step(torch.tensor([1, 2, 3, 4, 5]), batch_state)
     assert torch.equal(before.wkv, batch_state.wkv) and torch.equal(before.shift, batch_state.shift)
     twin = batch_state.clone()
     twin.wkv.zero_()
@@ -159,3 +162,28 @@ def test_config_round_trip_and_validation():
     assert cfg.n_head == 4 and cfg.dim_ffn == 896
     with pytest.raises(ValueError):
         RWKV6Config(n_layer=2, n_embd=100, vocab_size=V, ctx_len=8)
+
+
+def test_the_c_step_builds_on_first_use_and_without_a_compiler_generation_steps_in_numpy(monkeypatch, tmp_path):
+    from rwkv_core import cpu_step
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))          # an empty cache: nothing built yet
+    cpu_step.load_library.cache_clear()
+    try:
+        monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+        with pytest.raises(RuntimeError, match="no-such-cc"):
+            cpu_step.load_library()
+        assert type(random_model(n_layer=1, n_embd=64).recurrent()) is NumpyStep
+        assert not list(tmp_path.rglob("*.so*"))                 # nothing half-built left behind
+        monkeypatch.delenv("CC")
+        model = random_model(n_layer=1, n_embd=64)
+        assert type(model.recurrent()) is CStep
+        assert [p.name for p in tmp_path.rglob("*.so")] == [cpu_step.library_path().name]
+        idx = torch.randint(0, V, (1, 9), generator=torch.Generator().manual_seed(2))
+        state, steps = model.init_state(1), []
+        for t in range(9):
+            logits, state = model.step(idx[:, t], state)
+            steps.append(logits)
+        torch.testing.assert_close(torch.stack(steps, dim=1), model(idx), rtol=0, atol=1e-4)
+    finally:
+        cpu_step.load_library.cache_clear()                      # later tests load the usual cached library
