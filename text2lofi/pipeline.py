@@ -153,39 +153,55 @@ def _bar_chunks(composer: Composer, mixer: Mixer, n_samples: int | None, progres
                 keep_bars: list[ComposedBar] | None) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """(pre-master mix, balanced stems) per chunk, exactly n_samples in total (or forever if None).
 
-    Bars are held back only while a stem that has started to sound is still being measured.
+    Three threads: composing, synthesis (FluidSynth lets go of the GIL, and so does the C token step), and this
+    one, which mixes, runs the chain and the textures. Bars are held back only while a stem that has started to
+    sound is still being measured.
     """
     n_bars = None if n_samples is None else composer.grid.bars_for(n_samples)
     try:
-        with contextlib.closing(ahead(composer.bars(n_bars), COMPOSE_AHEAD, "text2lofi-compose")) as bars:
-            yield from _mix_bars(bars, mixer, n_samples, progress, keep_bars)
+        # Closed in reverse order: synthesis stops (and lets go of the synthesizers) before composing does.
+        with contextlib.closing(ahead(composer.bars(n_bars), COMPOSE_AHEAD, "text2lofi-compose")) as bars, \
+                contextlib.closing(ahead(_synthesized(bars, mixer, n_samples), SYNTH_AHEAD,
+                                         "text2lofi-synth")) as rendered:
+            yield from _mix_bars(rendered, mixer, n_samples, progress, keep_bars)
     finally:
         mixer.close()
 
 
 COMPOSE_AHEAD = 8             # bars the composing thread may run ahead of synthesis (bounds memory and waste)
+SYNTH_AHEAD = 2               # bars synthesized ahead of the mix (about 2 x 0.4 MB of stems at 80 bpm)
 
 
-def _mix_bars(bars, mixer, n_samples, progress, keep_bars):
+def _synthesized(bars: Iterator[ComposedBar], mixer: Mixer, n_samples: int | None
+                 ) -> Iterator[tuple[ComposedBar, int, dict[str, np.ndarray]]]:
+    """(bar, its end sample, its stems) for each bar up to n_samples: the synthesizers are used here only."""
+    for bar in bars:
+        end = bar.end_sample if n_samples is None else min(bar.end_sample, n_samples)
+        if end <= bar.start_sample:
+            return
+        yield bar, end, mixer.stems({"piano": bar.piano, "drums": bar.drums, "bass": bar.bass},
+                                    end - bar.start_sample)
+        if n_samples is not None and end >= n_samples:
+            return
+
+
+def _mix_bars(rendered, mixer, n_samples, progress, keep_bars):
     pending: list[tuple[dict[str, np.ndarray], int]] = []     # bars held back until their gains are known
     position = 0                      # samples of music composed so far
     while True:
         # Stages are reported where their work starts: sampling the next bar, then synth + chain + textures.
         if n_samples:
             progress("composing", position / n_samples)
-        bar = next(bars, None)
-        if bar is None:
+        item = next(rendered, None)
+        if item is None:
             break
+        bar, end, stems = item
         if keep_bars is not None:
             keep_bars.append(bar)
-        end = bar.end_sample if n_samples is None else min(bar.end_sample, n_samples)
         n = end - bar.start_sample
-        if n <= 0:
-            break
         position = end
         if n_samples:
             progress("rendering", position / n_samples)
-        stems = mixer.stems({"piano": bar.piano, "drums": bar.drums, "bass": bar.bass}, n)
         last = n_samples is not None and end >= n_samples
         mixer.observe(stems, last)
         pending.append((stems, n))
