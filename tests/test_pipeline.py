@@ -238,6 +238,43 @@ def test_long_tracks_stream_to_a_mapped_file_with_exact_length(monkeypatch, tmp_
     assert not raw.exists()          # the temporary file goes with the Track
 
 
+def test_a_long_track_is_encoded_as_it_is_mastered_and_a_failure_leaves_no_file(monkeypatch, tmp_path):
+    """generate_to_files encodes the output from Taps.on_master: a long track's chunks as they are mastered (forced
+    here on 12 s), a shorter one's whole; the file holds exactly the track, tagged; an error midway leaves nothing."""
+    import text2lofi.pipeline as pipeline
+    from mutagen.flac import FLAC
+    from pedalboard.io import AudioFile
+    from text2lofi.audio.mix import Mixer
+
+    monkeypatch.setattr(pipeline, "IN_MEMORY_MAX_S", 10.0)
+    for seconds, pieces in ((12.0, "several"), (6.0, "one")):
+        chunks: list[np.ndarray] = []
+        t = generate(quick(duration_s=seconds), taps=pipeline.Taps(on_master=chunks.append))
+        assert (len(chunks) > 1) if pieces == "several" else (len(chunks) == 1)
+        assert np.array_equal(np.concatenate(chunks), np.asarray(t.audio))
+
+    t = pipeline.generate_to_files(quick(duration_s=12.0), tmp_path / "long.flac")
+    with AudioFile(str(tmp_path / "long.flac")) as f:
+        assert f.frames == 12 * SR
+        heard = f.read(f.frames).T
+    assert np.abs(heard - np.asarray(t.audio)).max() <= 2 / 32767     # the track, in 16 bits (as the encoder rounds)
+    assert json.loads(FLAC(tmp_path / "long.flac")["COMMENT"][0])["seed"] == 11
+    assert json.loads((tmp_path / "long.flac.json").read_text())["seed"] == 11
+
+    mix, calls = Mixer.mix, []
+
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("synthesizer fell over")
+        return mix(self, *args, **kwargs)
+
+    monkeypatch.setattr(Mixer, "mix", failing)
+    with pytest.raises(RuntimeError, match="fell over"):
+        pipeline.generate_to_files(quick(duration_s=12.0), tmp_path / "broken.flac")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.flac", "long.flac.json"]
+
+
 def test_cli_names_every_file_it_writes_and_edits_a_tracks_sidecar(tmp_path):
     run = [sys.executable, "-m", "text2lofi"]
     r = subprocess.run(run + ["generate", "lofi with rain, 5 seconds", "-o", str(tmp_path / "t.wav"), "--midi",

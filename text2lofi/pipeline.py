@@ -53,12 +53,16 @@ CHUNKS_FILE = "chunks.json"   # beside the mixer stems: the lengths of the chunk
 
 @dataclass
 class Taps:
-    """What the app takes off a track while it is made (both optional, neither changes the track):
+    """What the app and the CLI take off a track while it is made (all optional, none changes the track):
     on_mix gets each pre-master mix chunk ((n, 2) float32, in order; the callback's to keep or change, the track
     has its own copy) as soon as it is mixed, for a preview that plays while the rest is made; stems_dir gets
-    every balanced stem before the lo-fi chain and each texture on its own, as <name>.f16 files, for remix()."""
+    every balanced stem before the lo-fi chain and each texture on its own, as <name>.f16 files, for remix();
+    on_master gets the mastered track in order as it becomes final (read-only): a long track's (over
+    IN_MEMORY_MAX_S) chunk by chunk as it is made, a shorter one's whole once mastered (generate_to_files encodes
+    the output file from it, beside the making of a long track)."""
     on_mix: Callable[[np.ndarray], None] | None = None
     stems_dir: Path | None = None
+    on_master: Callable[[np.ndarray], None] | None = None
 
 
 class _StemFiles:
@@ -115,6 +119,10 @@ class Track:
             files.write_midi(self.midi, path)
         else:
             files.write_audio(path, self.iter_audio(), self.sample_rate, tags=self.metadata)
+        return self._saved(path)
+
+    def _saved(self, path: Path) -> Path:
+        """Record a file of this track written at `path`, and its metadata in a .json beside it."""
         sidecar = files.write_json(path.with_suffix(path.suffix + ".json"), self.metadata)
         self.written += [path, sidecar]
         return path
@@ -537,14 +545,27 @@ def render_midi(pm: pretty_midi.PrettyMIDI, c: Conditions, sample_rate: int = SA
 def _make_track(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict,
                 keep_stems: bool = True, taps: Taps | None = None) -> Track:
     from text2lofi.audio.mix import Mixer
-    from text2lofi.compose.composer import bars_to_midi
     taps = taps or Taps()
+    if c.duration_s > IN_MEMORY_MAX_S and not composer.loop:     # mastered as it is made, on_master chunk by chunk
+        sample_rate = composer.grid.sample_rate
+        return _generate_long(c, composer, Mixer(c, sample_rate), int(round(c.duration_s * sample_rate)), prompt,
+                              progress, timings, taps.on_master)
     if composer.loop:
-        return _make_loop(c, composer, prompt, progress, timings, taps)
+        track = _make_loop(c, composer, prompt, progress, timings, taps)
+    else:
+        track = _make_held(c, composer, prompt, progress, timings, keep_stems, taps)
+    if taps.on_master is not None:
+        taps.on_master(track.audio)
+    return track
+
+
+def _make_held(c: Conditions, composer: Composer, prompt, progress: Progress, timings: dict, keep_stems: bool,
+               taps: Taps) -> Track:
+    """A track held in memory whole, mastered in two passes once it is all made."""
+    from text2lofi.audio.mix import Mixer
+    from text2lofi.compose.composer import bars_to_midi
     sample_rate = composer.grid.sample_rate
     n_samples = int(round(c.duration_s * sample_rate))
-    if c.duration_s > IN_MEMORY_MAX_S:
-        return _generate_long(c, composer, Mixer(c, sample_rate), n_samples, prompt, progress, timings)
     mixer, stem_files = Mixer(c, sample_rate, split_textures=taps.stems_dir is not None), _StemFiles(taps.stems_dir)
 
     bars: list[ComposedBar] = []
@@ -649,8 +670,10 @@ def _wrap(audio: np.ndarray, n: int, tail: int) -> np.ndarray:
     return out
 
 
-def _generate_long(c, composer, mixer, n_samples, prompt, progress, timings) -> Track:
-    """Long tracks: stream mastered float32 chunks to a temporary raw file and memory-map it (flat RSS)."""
+def _generate_long(c, composer, mixer, n_samples, prompt, progress, timings,
+                   on_master: Callable[[np.ndarray], None] | None = None) -> Track:
+    """Long tracks: stream mastered float32 chunks to a temporary raw file (and to on_master) and memory-map it
+    (flat RSS)."""
     from text2lofi.compose.composer import bars_to_midi
     t1 = time.perf_counter()
     bars: list[ComposedBar] | None = [] if c.duration_s <= MIDI_MAX_S else None
@@ -661,6 +684,8 @@ def _generate_long(c, composer, mixer, n_samples, prompt, progress, timings) -> 
                                                                           bars)) as chunks:
             for chunk in chunks:
                 f.write(chunk.tobytes())
+                if on_master is not None:
+                    on_master(chunk)
         audio = np.memmap(raw, dtype=np.float32, mode="r", shape=(n_samples, 2))
     except BaseException as exc:
         os.unlink(raw)
@@ -748,16 +773,28 @@ def generate_to_files(prompt: str | Conditions, out: str | os.PathLike, midi: st
     midi = files.check_output_path(midi) if midi else None
     if midi is not None and midi.suffix.lower() not in files.MIDI_EXTENSIONS:
         raise ValueError(f"--midi needs a .mid or .midi path, got {midi.name}")
-    if from_midi is not None:
-        track = accompany(from_midi, prompt, seed=seed, continue_s=continue_s, progress=progress, **overrides)
-    elif continue_s:
+    if continue_s and from_midi is None:
         raise ValueError("--continue needs --from-midi: it continues the piano of a MIDI file")
-    else:
-        track = generate(prompt, seed=seed, progress=progress, **overrides)
-    if track.metadata.get("loop") and out.suffix.lower() == ".mp3":
-        track.conditions.warnings.append("MP3 adds silence at both ends, so the loop will not be seamless there; "
-                                         "use WAV or FLAC")
-    track.save(out)
+    # The audio file is encoded as the mastered track comes: a long track's beside its making.
+    writer = files.BackgroundWriter(out, overrides.get("sample_rate", SAMPLE_RATE)) \
+        if from_midi is None and out.suffix.lower() in files.AUDIO_EXTENSIONS else None
+    try:
+        if from_midi is not None:
+            track = accompany(from_midi, prompt, seed=seed, continue_s=continue_s, progress=progress, **overrides)
+        else:
+            track = generate(prompt, seed=seed, progress=progress,
+                             taps=Taps(on_master=None if writer is None else writer.put), **overrides)
+        if track.metadata.get("loop") and out.suffix.lower() == ".mp3":
+            track.conditions.warnings.append("MP3 adds silence at both ends, so the loop will not be seamless "
+                                             "there; use WAV or FLAC")
+        if writer is None:
+            track.save(out)
+        else:
+            track._saved(writer.finish(track.metadata))
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     if midi is not None:
         track.save(midi)
     if stems is not None:

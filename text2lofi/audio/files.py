@@ -9,9 +9,11 @@ import contextlib
 import errno
 import json
 import os
+import queue
 import shutil
+import threading
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pretty_midi
@@ -77,8 +79,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def write_audio(path: str | os.PathLike, chunks: Iterable[np.ndarray], sample_rate: int,
-                tags: dict | None = None) -> Path:
-    """Stream (n, 2) float32 chunks into WAV (16-bit), FLAC (16-bit) or MP3 (VBR V2)."""
+                tags: dict | Callable[[], dict | None] | None = None) -> Path:
+    """Stream (n, 2) float32 chunks into WAV (16-bit), FLAC (16-bit) or MP3 (VBR V2). `tags` may be a function,
+    asked once the last chunk is written (BackgroundWriter: the track's metadata is complete only then)."""
     from pedalboard.io import AudioFile
 
     path = check_output_path(path)
@@ -90,9 +93,76 @@ def write_audio(path: str | os.PathLike, chunks: Iterable[np.ndarray], sample_ra
         with AudioFile(str(tmp), "w", samplerate=sample_rate, num_channels=2, **kwargs) as f:
             for chunk in chunks:
                 f.write(np.ascontiguousarray(np.clip(chunk, -1.0, 1.0).T, dtype=np.float32))
+        tags = tags() if callable(tags) else tags
         if tags:
             _tag(tmp, tags)
     return path
+
+
+class BackgroundWriter:
+    """write_audio on a thread of its own, fed chunk by chunk while the track is still being made: the encoders
+    let go of the GIL, so a long track's FLAC is encoded beside its making instead of after it. Atomic as
+    write_audio: nothing is at `path` until finish(); abort() (or an error) leaves nothing behind."""
+
+    DEPTH = 4          # chunks waiting for the encoder at most (a few seconds of audio each)
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int):
+        self.path = check_output_path(path, AUDIO_EXTENSIONS)     # a bad name fails here, before any work
+        self._box: queue.Queue = queue.Queue(maxsize=self.DEPTH)
+        self._tags: dict | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(sample_rate,), name="text2lofi-encode", daemon=True)
+        self._thread.start()
+
+    def _run(self, sample_rate: int) -> None:
+        try:
+            write_audio(self.path, self._chunks(), sample_rate, tags=lambda: self._tags)
+        except BaseException as exc:                  # handed to the caller by put() or finish()
+            self._error = exc
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        while True:
+            item = self._box.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _send(self, item) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._box.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():                  # it stopped without a word: never wait forever
+                    raise self._error or RuntimeError(f"the writer of {self.path.name} stopped")
+
+    def put(self, chunk: np.ndarray) -> None:
+        """Queue (n, 2) float32 for the file; the writer reads it later, so the caller must not change it."""
+        self._send(chunk)
+
+    def finish(self, tags: dict | None = None) -> Path:
+        """Write the rest, tag the file with `tags` and move it into place; raises what went wrong there."""
+        self._tags = tags
+        self._send(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.path
+
+    def abort(self) -> None:
+        """Stop and leave nothing behind (the temporary file is removed)."""
+        if self._thread.is_alive():
+            with contextlib.suppress(BaseException):
+                self._send(_Aborted())
+        self._thread.join()
+
+
+class _Aborted(Exception):
+    pass
 
 
 def _tag(path: Path, meta: dict) -> None:
