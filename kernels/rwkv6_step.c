@@ -188,11 +188,14 @@ size_t rwkv6_step_scratch(int C, int D, int DD, int F) {
     return (size_t)(16 * C + 5 * D + DD + F);
 }
 
-/* Returns 0, or -1 when the scratch could not be allocated or L is over 64. */
+/* Returns 0; -1 when the scratch could not be allocated or L is over 64; -2 when a token is not in [0, V). */
 int rwkv6_step(const float *weights, int L, int C, int H, int N, int D, int DD, int F, int V, float ln_eps,
                float gn_eps, int B, const int64_t *tokens, const float *shift_in, const float *wkv_in,
                float *shift_out, float *wkv_out, float *logits) {
     if (L > 64) return -1;
+    for (int b = 0; b < B; b++) {
+        if (tokens[b] < 0 || tokens[b] >= V) return -2;
+    }
     const size_t BC = (size_t)B * C, scratch = rwkv6_step_scratch(C, D, DD, F) * B;
     float *t = malloc(sizeof(float) * (scratch + 2 * BC));
     if (t == NULL) return -1;

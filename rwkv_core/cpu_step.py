@@ -115,8 +115,12 @@ class CStep(NumpyStep):
             raise TypeError(f"rwkv6 C step: fp32 state expected, got {shift.dtype} and {wkv.dtype}")
         new_shift, new_wkv = torch.empty_like(shift), torch.empty_like(wkv)
         logits = torch.empty(len(tok), self.dims[-1])
-        if self.lib.rwkv6_step(self.weights_at, *self.dims, LN_EPS, GN_EPS, len(tok), tok.data_ptr(),
-                               shift.data_ptr(), wkv.data_ptr(), new_shift.data_ptr(), new_wkv.data_ptr(),
-                               logits.data_ptr()):
+        failed = self.lib.rwkv6_step(self.weights_at, *self.dims, LN_EPS, GN_EPS, len(tok), tok.data_ptr(),
+                                     shift.data_ptr(), wkv.data_ptr(), new_shift.data_ptr(), new_wkv.data_ptr(),
+                                     logits.data_ptr())
+        if failed == -2:
+            raise IndexError(f"rwkv6 C step: a token of {tok.tolist()} is outside the vocabulary [0, "
+                             f"{self.dims[-1]})")
+        if failed:
             raise MemoryError("rwkv6 C step: no memory for the step's scratch")
         return logits, RWKVState(new_shift, new_wkv)

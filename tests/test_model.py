@@ -68,6 +68,11 @@ def test_prefill_then_step_equals_parallel(model, idx):
     torch.testing.assert_close(rest, full[:, 11:], rtol=0, atol=1e-4)
 
 
+def test_a_token_outside_the_vocabulary_is_refused_not_read_past_the_table(model):
+    with pytest.raises(IndexError):
+        model.step(torch.tensor([3, V]), model.init_state(2))
+
+
 def test_streams_in_a_batch_are_independent_and_states_branch(model, idx):
     batch_logits, batch_state = model(idx, return_state=True)
     single = model(idx[1:2])
