@@ -239,14 +239,14 @@ def _cpu_step(model: RWKV6) -> "RecurrentStep":
     try:
         load_library()
     except (RuntimeError, OSError) as e:
-        if not _warned_no_c_step:
-            _warned_no_c_step.append(True)
-            logging.getLogger(__name__).warning("%s; stepping in numpy instead", e)
+        _say_once(f"{e}; stepping in numpy instead")
         return NumpyStep(model)
     return CStep(model)
 
 
-_warned_no_c_step: list[bool] = []
+@functools.cache
+def _say_once(message: str) -> None:
+    logging.getLogger(__name__).warning(message)
 
 
 def _weights_key(params: list[nn.Parameter]) -> tuple:

@@ -177,7 +177,7 @@ def _bar_chunks(composer: Composer, mixer: Mixer, n_samples: int | None, progres
 
 
 COMPOSE_AHEAD = 8             # bars the composing thread may run ahead of synthesis (bounds memory and waste)
-SYNTH_AHEAD = 2               # bars synthesized ahead of the mix (about 2 x 0.4 MB of stems at 80 bpm)
+SYNTH_AHEAD = 2               # bars synthesized ahead of the mix (a bar of three stems: about 3 MB at 80 bpm)
 
 
 def _synthesized(bars: Iterator[ComposedBar], mixer: Mixer, n_samples: int | None
