@@ -32,7 +32,6 @@ SOURCE = (_HERE / "kernels" if (_HERE / "kernels").is_dir() else _HERE.parent / 
 CFLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC")
 
 
-
 def _cpu_flags() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
