@@ -258,12 +258,11 @@ def test_tracks_play_while_made_stay_in_a_history_and_are_mixed_retaken_changed(
     sync_api.expect(summary).to_contain_text("· 8 s ·")
     sync_api.expect(page.locator("#history label")).to_have_count(before + 2, timeout=30_000)
 
-    page.get_by_text("Mixer: each layer's level").click()  # the track's own layers, at 0 dB
-    sync_api.expect(page.locator("#mix-piano")).to_be_visible()
+    _open(page, "Mixer: each layer's level", page.locator("#mix-piano"))   # the track's own layers, at 0 dB
     sync_api.expect(page.locator("#mix-lofi")).to_be_visible()
     sync_api.expect(page.locator("#mix-thunder")).to_be_hidden()
-    page.locator("#mix-piano input[type=number]").fill("-60")
-    page.locator("#mix-rain input[type=number]").fill("6")
+    _fill(page.locator("#mix-piano input[type=number]"), "-60")
+    _fill(page.locator("#mix-rain input[type=number]"), "6")
     page.locator("#mix-apply").click()
     sync_api.expect(summary).to_contain_text("Mix: piano off, rain +6 dB", timeout=GENERATION_TIMEOUT_MS)
     sync_api.expect(page.locator("#track-audio")).to_contain_text("0:08")
