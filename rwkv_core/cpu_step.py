@@ -103,7 +103,7 @@ class CStep(NumpyStep):
         if self.weights.size != expected:
             raise RuntimeError(f"rwkv6 C step: packed {self.weights.size} weights, expected {expected}")
         self.weights_at = self.weights.ctypes.data
-        del self.layers, self.emb, self.head      # the packed copy is what steps read
+        del self.layers, self.emb, self.ln_out, self.head      # the packed copy is what steps read
 
     def __call__(self, tokens: Tensor, state: RWKVState) -> tuple[Tensor, RWKVState]:
         tok = tokens.to(torch.int64).contiguous()
@@ -113,7 +113,7 @@ class CStep(NumpyStep):
         if shift.dtype != torch.float32 or wkv.dtype != torch.float32:
             raise TypeError(f"rwkv6 C step: fp32 state expected, got {shift.dtype} and {wkv.dtype}")
         new_shift, new_wkv = torch.empty_like(shift), torch.empty_like(wkv)
-        logits = torch.empty(len(tok), self.dims[-1])
+        logits = torch.empty(len(tok), self.dims[-1], dtype=torch.float32)
         failed = self.lib.rwkv6_step(self.weights_at, *self.dims, LN_EPS, GN_EPS, len(tok), tok.data_ptr(),
                                      shift.data_ptr(), wkv.data_ptr(), new_shift.data_ptr(), new_wkv.data_ptr(),
                                      logits.data_ptr())

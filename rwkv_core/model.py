@@ -233,7 +233,8 @@ class RWKV6(nn.Module):
 
 
 def _cpu_step(model: RWKV6) -> "RecurrentStep":
-    """The C step where it builds on this machine, else NumpyStep (same arithmetic, about 2x slower), said once."""
+    """The C step where it builds on this machine, else NumpyStep (same arithmetic; composing about 1.5x slower),
+    the reason said once."""
     from rwkv_core.cpu_step import CStep, load_library
 
     try:

@@ -127,7 +127,7 @@ class Track:
         self.written += [path, sidecar]
         return path
 
-    def iter_audio(self, size: int = 1 << 18) -> Iterator[np.ndarray]:
+    def iter_audio(self, size: int = files.WRITE_FRAMES) -> Iterator[np.ndarray]:
         """(size, 2) chunks. Long tracks are read from their file with plain reads, so saving a 12-hour track
         does not pull the whole memory map into RSS."""
         if self.raw_path is None:
@@ -152,7 +152,7 @@ class Track:
         return out
 
 
-def iter_chunks(audio: np.ndarray, size: int = 1 << 18) -> Iterator[np.ndarray]:
+def iter_chunks(audio: np.ndarray, size: int = files.WRITE_FRAMES) -> Iterator[np.ndarray]:
     for i in range(0, len(audio), size):
         yield np.ascontiguousarray(audio[i:i + size], dtype=np.float32)
 

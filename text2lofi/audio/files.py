@@ -21,6 +21,7 @@ import pretty_midi
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3")
 MIDI_EXTENSIONS = (".mid", ".midi")
 TMP_MARK = ".tmp-"          # a file being written is named .<stem>.tmp-<pid><suffix> until it is complete
+WRITE_FRAMES = 1 << 18      # frames handed to an encoder at a time: clipped 16-bit-ready copies stay ~2 MB
 
 
 def check_output_path(path: str | os.PathLike, extensions: tuple[str, ...] = AUDIO_EXTENSIONS + MIDI_EXTENSIONS
@@ -91,8 +92,9 @@ def write_audio(path: str | os.PathLike, chunks: Iterable[np.ndarray], sample_ra
     kwargs = {"quality": "V2"} if ext == ".mp3" else {"bit_depth": 16}
     with atomic_path(path) as tmp:
         with AudioFile(str(tmp), "w", samplerate=sample_rate, num_channels=2, **kwargs) as f:
-            for chunk in chunks:
-                f.write(np.ascontiguousarray(np.clip(chunk, -1.0, 1.0).T, dtype=np.float32))
+            for chunk in chunks:           # a whole track may come as one chunk (BackgroundWriter): sliced here
+                for a in range(0, len(chunk), WRITE_FRAMES):
+                    f.write(np.ascontiguousarray(np.clip(chunk[a:a + WRITE_FRAMES], -1.0, 1.0).T, dtype=np.float32))
         tags = tags() if callable(tags) else tags
         if tags:
             _tag(tmp, tags)
