@@ -322,3 +322,19 @@ def test_the_default_output_folder_outside_tmp_is_served(tmp_path, running_app):
     finally:
         import shutil
         shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_the_event_loop_never_builds_matplotlib_fonts():
+    """Gradio asks matplotlib for its backend around every call, on the server's event loop. Unless the app names
+    one first, that imports pyplot and, on a fresh machine, builds the font cache: seconds in which no request is
+    answered (CI: a first /generate's queue join timed out after 5 s). Checked in a fresh process, as served."""
+    probe = ("import sys\n"
+             "from gradio.utils import MatplotlibBackendMananger\n"
+             "from text2lofi.app.serve import headless_matplotlib\n"
+             "headless_matplotlib()\n"
+             "with MatplotlibBackendMananger():\n"
+             "    pass\n"
+             "print(sorted(m for m in ('matplotlib.pyplot', 'matplotlib.font_manager') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[-2] == "[]"

@@ -26,6 +26,17 @@ def default_output_dir() -> Path:
     return Path(platformdirs.user_cache_dir("text2lofi")) / "outputs"
 
 
+def headless_matplotlib() -> None:
+    """Name matplotlib's backend before serving. Gradio asks for the backend around every call it runs, on its
+    event loop; with none named, asking imports pyplot, and on a machine with no font cache yet that builds one
+    (seconds). Every request, the page's included, waited meanwhile: CI saw a first /generate's queue join time
+    out after 5 s (py-spy: the event loop in FontManager.__init__). Named, the question is answered at once and the
+    plots (the Results tab, the piano roll) import what they need on a worker thread."""
+    import matplotlib
+
+    matplotlib.use("agg")
+
+
 @dataclass
 class AppConfig:
     output_dir: Path | None = None    # where tracks are written; None: default_output_dir()
@@ -101,6 +112,7 @@ def main(argv: list[str] | None = None, prog: str = "text2lofi serve") -> int:
     # the page that had not arrived after 180 s). It costs about 1.3 s of start-up (benchmarks/RESULTS.md).
     for module in ("text2lofi.audio.mix", "text2lofi.compose.composer"):
         importlib.import_module(module)
+    headless_matplotlib()
     compare = CompareConfig(systems=tuple(s.strip() for s in args.compare_systems.split(",") if s.strip()),
                             prompts=tuple(p.strip() for p in args.compare_prompts.split(";") if p.strip()),
                             clip_s=args.compare_clip_s, seeds=args.compare_seeds,
