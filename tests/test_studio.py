@@ -3,7 +3,9 @@ seeds, edits of an earlier generation, the files written, the survey rows, histo
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
+import threading
 
 import pretty_midi
 import pytest
@@ -162,3 +164,53 @@ def test_a_new_take_a_mix_recall_and_forget(studio, first):
     with pytest.raises(StudioError, match="no longer on this server"):
         studio.recall(mixed.id)
     assert studio.store.generation(mixed.id) is not None                     # the survey keeps its row
+
+
+def test_stop_ends_a_listeners_stream_before_its_next_chunk(studio):
+    """The page's Stop arrives on another request's thread while the stream's thread is making audio."""
+    assert not studio.stop_listening("nobody")
+    chunks = studio.listen("rainy night study beats", 1.0, listener="ann")
+    chunk, playing = next(chunks)
+    assert chunk.shape == (SR, 2) and playing.tempo_bpm > 0
+    stopper = threading.Thread(target=studio.stop_listening, args=("ann",))
+    stopper.start()
+    stopper.join()
+    assert list(itertools.islice(chunks, 3)) == []    # nothing more is handed out (islice: fail, not hang)
+    assert not studio.stop_listening("ann")      # and the stream is gone: nothing left to steer
+    with pytest.raises(StudioError, match="no stream is playing"):
+        studio.steer("ann", "slower")
+
+
+def test_a_stop_while_the_stream_is_being_made_ends_it_before_its_first_chunk(studio, monkeypatch):
+    """Start then Stop at once: the Stop lands while the stream is still being set up (the text read, the models
+    loaded), and nothing may play after it."""
+    import text2lofi.app.studio as module
+
+    making, go, made = threading.Event(), threading.Event(), {}
+    real = module.stream
+
+    def held_stream(*args, **kwargs):             # the real stream, held until the Stop has arrived
+        making.set()
+        go.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "stream", held_stream)
+    starting = threading.Thread(target=lambda: made.update(chunks=studio.listen("lofi", 1.0, listener="bo")))
+    starting.start()
+    assert making.wait(30)
+    assert studio.stop_listening("bo")
+    go.set()
+    starting.join()
+    assert list(itertools.islice(made["chunks"], 3)) == []
+    assert not studio.stop_listening("bo")
+
+
+def test_a_stop_that_reaches_the_server_before_its_start_still_stops_it(studio):
+    """Start and Stop pressed together can arrive in either order: the Stop waits for the Start a moment."""
+    stopped = {}
+    stopper = threading.Thread(target=lambda: stopped.update(ok=studio.stop_listening("cy", wait_s=30)))
+    stopper.start()
+    chunks = studio.listen("lofi", 1.0, listener="cy")
+    stopper.join()
+    assert stopped["ok"] and list(itertools.islice(chunks, 3)) == []
+    assert not studio.stop_listening("cy", wait_s=0.1)     # nothing playing and nothing starting: no wait forever

@@ -173,7 +173,9 @@ class Studio:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._history: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=HISTORY_SIZE)
         self._streams: dict[str, LiveStream] = {}      # listener -> the endless stream it is hearing
+        self._stops: dict[str, threading.Event] = {}   # listener -> its latest stream's Stop, set while it is made
         self._lock = threading.Lock()
+        self._starting = threading.Condition(self._lock)  # notified when a listener's stream starts being made
         # Blind paired comparisons: clips pre-rendered into the output folder (serve starts compare.start_filling()).
         self.compare = ComparePool(store, self.output_dir / "compare-pool", compare or CompareConfig())
 
@@ -399,23 +401,52 @@ class Studio:
 
     def listen(self, prompt: str, chunk_s: float, listener: str = "") -> Iterator[tuple[np.ndarray, Conditions]]:
         """An endless stream for the prompt: (chunk, conditions playing) with (n, 2) float32 chunks of chunk_s
-        seconds. `listener` names it for steer(); a listener's new stream replaces its old one. No length check:
-        a stream is endless whatever length the text mentions."""
+        seconds. `listener` names it for steer() and stop_listening(); a listener's new stream replaces its old
+        one. No length check: a stream is endless whatever length the text mentions."""
         check_prompt(prompt, example="rainy night study beats")
-        live = stream(resolve(prompt, seed=new_seed()), chunk_s=chunk_s)
+        stop = threading.Event()
+        with self._lock:
+            self._stops[listener] = stop      # a Stop from here on ends this stream, even one still being made
+            self._starting.notify_all()
+        try:
+            live = stream(resolve(prompt, seed=new_seed()), chunk_s=chunk_s)
+        except BaseException:
+            self._forget(listener, None, stop)
+            raise
         with self._lock:
             self._streams[listener] = live
-        return self._playing(live, listener)
+            if stop.is_set():
+                live.stop()
+        return self._playing(live, listener, stop)
 
-    def _playing(self, live: LiveStream, listener: str) -> Iterator[tuple[np.ndarray, Conditions]]:
+    def _playing(self, live: LiveStream, listener: str, stop: threading.Event
+                 ) -> Iterator[tuple[np.ndarray, Conditions]]:
         try:
             for chunk in live:
                 yield chunk, live.playing
         finally:
             live.close()
-            with self._lock:
-                if self._streams.get(listener) is live:
-                    del self._streams[listener]
+            self._forget(listener, live, stop)
+
+    def _forget(self, listener: str, live: LiveStream | None, stop: threading.Event) -> None:
+        with self._lock:
+            if self._streams.get(listener) is live:
+                del self._streams[listener]
+            if self._stops.get(listener) is stop:
+                del self._stops[listener]
+
+    def stop_listening(self, listener: str, wait_s: float = 0.0) -> bool:
+        """End `listener`'s stream before its next chunk (or, while it is still being made, before its first).
+        With none, wait up to wait_s seconds for one to start (a Start pressed just before this Stop may not have
+        reached us yet); False when none did."""
+        with self._starting:
+            self._starting.wait_for(lambda: listener in self._stops or listener in self._streams, timeout=wait_s)
+            stop, live = self._stops.get(listener), self._streams.get(listener)
+            if stop is not None:
+                stop.set()
+            if live is not None:
+                live.stop()
+        return stop is not None or live is not None
 
     def steer(self, listener: str, text: str) -> Conditions:
         """Change `listener`'s running stream from its next bar line ("slower", "add rain", "in D minor")."""
