@@ -54,8 +54,9 @@ class AppConfig:
 
     @property
     def threads(self) -> int:
-        """Worker threads: every running generation and stream holds one; ratings and page loads need the rest."""
-        return self.concurrency + self.listeners + 64
+        """Worker threads: every running generation and stream holds one, and so does a Stop waiting for its stream
+        (at most `listeners`, web.STOP_WAIT_S each); ratings and page loads need the rest."""
+        return self.concurrency + 2 * self.listeners + 64
 
 
 def build_parser(prog: str = "text2lofi serve") -> argparse.ArgumentParser:
@@ -70,6 +71,8 @@ def build_parser(prog: str = "text2lofi serve") -> argparse.ArgumentParser:
                    help=f"where everything the app writes goes (default {default_output_dir()})")
     p.add_argument("--max-duration", type=float, default=defaults.max_duration_s, help="longest track, s")
     p.add_argument("--concurrency", type=int, default=defaults.concurrency, help="generations at once")
+    p.add_argument("--listeners", type=int, default=defaults.listeners,
+                   help="endless streams at once (Listen forever and /listen); more wait in the queue")
     p.add_argument("--queue-size", type=int, default=defaults.queue_size,
                    help="generations allowed to wait; more get 'busy, try again in N s'")
     limits, keep = defaults.limits, defaults.retention
@@ -123,8 +126,8 @@ def main(argv: list[str] | None = None, prog: str = "text2lofi serve") -> int:
                     ratings_per_minute=args.ratings_per_minute, admin_free_tries=args.admin_free_tries)
     retention = Retention(max_age_s=args.keep_hours * 3600, max_bytes=int(args.keep_gb * 1024**3))
     config = AppConfig(output_dir=args.output_dir, max_duration_s=args.max_duration,
-                       concurrency=args.concurrency, queue_size=args.queue_size, compare=compare, limits=limits,
-                       retention=retention)
+                       concurrency=args.concurrency, listeners=args.listeners, queue_size=args.queue_size,
+                       compare=compare, limits=limits, retention=retention)
     demo = build_app(SurveyStore(args.db_url), config)
     demo.studio.compare.start_filling()      # the pool renders in the background; pairs appear as clips land
     # No monitoring dashboard (it shows every request to whoever holds its URL); uploads (a video to score, a

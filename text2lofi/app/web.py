@@ -381,6 +381,7 @@ def _with_notes(g) -> str:
 # Stop right after Start: the Start's request may reach the server after the Stop's; the Stop waits this long (s)
 # for it. Gradio's cancel cannot help then: before the Start is queued the page has no event id to cancel.
 STOP_WAIT_S = 2.0
+CANCEL_WAITING_JS = "() => { document.querySelector('#listen-cancel')?.click(); }"
 STOP_PLAYER_JS = "() => { document.querySelectorAll('#listen-audio audio').forEach((a) => a.pause()); }"
 HEADLINE_CHARS = 80      # a prompt quoted in a heading: longer ones are cut (a 2,000-character one fills a phone)
 
@@ -983,6 +984,8 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                 with gr.Row():
                     l_start = gr.Button("Start", variant="primary")
                     l_stop = gr.Button("Stop")
+                    # In the page but never shown: clicked by script to cancel a Start still waiting (see below).
+                    l_cancel = gr.Button("Cancel the waiting start", visible="hidden", elem_id="listen-cancel")
                 l_audio = gr.Audio(label="Endless stream", streaming=True, autoplay=True, interactive=False,
                                    elem_id="listen-audio")
                 l_now = gr.Markdown(elem_id="now-playing")
@@ -1123,10 +1126,14 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                                   concurrency_id=LISTEN, api_name="listen",
                                   validator=gate(studio.listen, LISTEN, prompt=PROMPT))
         # Stop silences the player at once (it would play the 30-40 s it has buffered) and ends the stream on the
-        # server, which then completes like any finished stream. Gradio's own cancel, used only for a Start still
-        # waiting, raced with the chunks in flight: 3 stops in 16 (under load) left a red "Error" on the player.
-        l_stop.click(studio.stop_page, None, None, js=STOP_PLAYER_JS, **light, **private).failure(
-            None, cancels=[listening], **private)
+        # server, which then completes like any finished stream. Gradio's cancel raced with the chunks in flight:
+        # 3 stops in 16 (under load) left a red "Error" on the player. It is used only for a Start still waiting
+        # in the queue, when the server finds no stream: through a hidden button, because in Gradio 6.31 a
+        # `cancels=` on a chained event (.then/.failure) is never triggered. The Stop has its own lane, as wide as
+        # the listeners: it may wait up to STOP_WAIT_S, and a flood of them must not hold the quick events' threads.
+        l_stop.click(studio.stop_page, None, None, js=STOP_PLAYER_JS, concurrency_limit=config.listeners,
+                     concurrency_id="stop", **private).failure(None, js=CANCEL_WAITING_JS, **private)
+        l_cancel.click(None, cancels=[listening], **private)
         for steer_event in (l_change.click, l_steer.submit):
             steer_event(studio.steer_page, l_steer, [l_note, l_steer],
                         validator=gate(studio.steer_page, toast=True, text=TEXT), **light, **private)
