@@ -63,7 +63,6 @@ class LiveStream:
         self._due: Conditions | None = None  # asked for, waiting for the next bar line
         self.changes: list[tuple[int, Conditions]] = [(0, c)]   # (sample where it is heard, conditions)
         self.handed_out = 0                 # samples handed to the listener so far
-        self._stopped = threading.Event()
         self._chunks = self._reblocked()
 
     # ---- the listener's side ------------------------------------------------------------------------
@@ -71,17 +70,9 @@ class LiveStream:
         return self
 
     def __next__(self) -> np.ndarray:
-        if self._stopped.is_set():
-            raise StopIteration
         chunk = next(self._chunks)
-        if self._stopped.is_set():          # made while stopping: not handed out
-            raise StopIteration
         self.handed_out += len(chunk)
         return chunk
-
-    def stop(self) -> None:
-        """End the stream before its next chunk, from any thread (close() only from the thread that iterates)."""
-        self._stopped.set()
 
     def close(self) -> None:
         """Stop making audio and give the synthesizers back (also done when the stream is garbage collected)."""

@@ -28,12 +28,10 @@ def default_output_dir() -> Path:
 
 
 def headless_matplotlib() -> None:
-    """Name matplotlib's backend before serving. Gradio asks for it around every call it runs, on its event loop;
-    with none named, asking imports pyplot, and on a machine with no font cache yet that builds one (seconds).
-    Every request, the page's included, waited meanwhile: CI saw a first /generate's queue join time out after
-    5 s (py-spy: the event loop in FontManager.__init__). Named, the first question costs the event loop about
-    0.1 s (importing matplotlib itself, no fonts), and the plots (the Results tab, the piano roll) import what they
-    need on a worker thread. The environment names it without importing matplotlib at start-up (0.4 s, 40 MB)."""
+    """Name matplotlib's backend before serving. Gradio asks for it around every call, on its event loop; with
+    none named, asking imports pyplot and, on a machine with no font cache yet, builds one: seconds in which no
+    request is answered (benchmarks/RESULTS.md, "fourth pass"). The environment names it without importing
+    matplotlib at start-up; the plots import what they need on worker threads."""
     os.environ["MPLBACKEND"] = "agg"
     if "matplotlib" in sys.modules:           # read MPLBACKEND already: name it directly
         sys.modules["matplotlib"].use("agg")

@@ -173,7 +173,7 @@ class Studio:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._history: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=HISTORY_SIZE)
         self._streams: dict[str, LiveStream] = {}      # listener -> the endless stream it is hearing
-        self._stops: dict[str, threading.Event] = {}   # listener -> its latest stream's Stop, set while it is made
+        self._stops: dict[str, threading.Event] = {}   # listener -> its latest stream's Stop, from when it is asked for
         self._lock = threading.Lock()
         self._starting = threading.Condition(self._lock)  # notified when a listener's stream starts being made
         # Blind paired comparisons: clips pre-rendered into the output folder (serve starts compare.start_filling()).
@@ -415,14 +415,17 @@ class Studio:
             raise
         with self._lock:
             self._streams[listener] = live
-            if stop.is_set():
-                live.stop()
         return self._playing(live, listener, stop)
 
     def _playing(self, live: LiveStream, listener: str, stop: threading.Event
                  ) -> Iterator[tuple[np.ndarray, Conditions]]:
+        """The stream's chunks until `stop` is set: checked before each chunk is made and before it is handed out
+        (one made while stopping is dropped)."""
         try:
-            for chunk in live:
+            while not stop.is_set():
+                chunk = next(live, None)
+                if chunk is None or stop.is_set():
+                    return
                 yield chunk, live.playing
         finally:
             live.close()
@@ -440,13 +443,11 @@ class Studio:
         With none, wait up to wait_s seconds for one to start (a Start pressed just before this Stop may not have
         reached us yet); False when none did."""
         with self._starting:
-            self._starting.wait_for(lambda: listener in self._stops or listener in self._streams, timeout=wait_s)
-            stop, live = self._stops.get(listener), self._streams.get(listener)
-            if stop is not None:
-                stop.set()
-            if live is not None:
-                live.stop()
-        return stop is not None or live is not None
+            self._starting.wait_for(lambda: listener in self._stops, timeout=wait_s)
+            stop = self._stops.get(listener)
+        if stop is not None:
+            stop.set()
+        return stop is not None
 
     def steer(self, listener: str, text: str) -> Conditions:
         """Change `listener`'s running stream from its next bar line ("slower", "add rain", "in D minor")."""

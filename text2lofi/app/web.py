@@ -1126,11 +1126,11 @@ def build_app(store: SurveyStore, config: AppConfig | None = None) -> gr.Blocks:
                                   concurrency_id=LISTEN, api_name="listen",
                                   validator=gate(studio.listen, LISTEN, prompt=PROMPT))
         # Stop silences the player at once (it would play the 30-40 s it has buffered) and ends the stream on the
-        # server, which then completes like any finished stream. Gradio's cancel raced with the chunks in flight:
-        # 3 stops in 16 (under load) left a red "Error" on the player. It is used only for a Start still waiting
-        # in the queue, when the server finds no stream: through a hidden button, because in Gradio 6.31 a
-        # `cancels=` on a chained event (.then/.failure) is never triggered. The Stop has its own lane, as wide as
-        # the listeners: it may wait up to STOP_WAIT_S, and a flood of them must not hold the quick events' threads.
+        # server, which then completes like any finished stream: Gradio's cancel races with chunks in flight and
+        # marks the player "Error" (benchmarks/RESULTS.md, "fourth pass"). The cancel is used only for a Start
+        # still waiting in the queue, through a hidden button: a `cancels=` on a chained event (.failure) is never
+        # triggered in Gradio 6.31. Stop's own lane, as wide as the listeners, keeps waiting Stops (STOP_WAIT_S
+        # each) off the threads the quick events share.
         l_stop.click(studio.stop_page, None, None, js=STOP_PLAYER_JS, concurrency_limit=config.listeners,
                      concurrency_id="stop", **private).failure(None, js=CANCEL_WAITING_JS, **private)
         l_cancel.click(None, cancels=[listening], **private)
