@@ -338,3 +338,12 @@ def test_the_event_loop_never_builds_matplotlib_fonts():
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split("\n")[-2] == "[]"
+
+
+@pytest.mark.parametrize("flag", ["--concurrency", "--listeners"])
+@pytest.mark.parametrize("value, said", [("0", "must be at least 1, got 0"), ("two", "must be a whole number")])
+def test_a_lane_of_no_width_is_refused_at_start_naming_the_flag(flag, value, said):
+    """A lane 0 wide would start and then queue every request in it forever; the server refuses to start."""
+    r = subprocess.run([sys.executable, "app.py", flag, value], cwd=Path(__file__).resolve().parents[1],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and f"argument {flag}: {said}" in r.stderr, r.stderr[-500:]

@@ -57,6 +57,17 @@ class AppConfig:
         return self.concurrency + 2 * self.listeners + 64
 
 
+def _lane_width(text: str) -> int:
+    """A lane's width (--concurrency, --listeners): 0 would queue every request in it forever."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def build_parser(prog: str = "text2lofi serve") -> argparse.ArgumentParser:
     defaults = AppConfig()
     p = argparse.ArgumentParser(prog=prog, description="Serve the text2lofi page and its API.")
@@ -68,8 +79,8 @@ def build_parser(prog: str = "text2lofi serve") -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, default=None,
                    help=f"where everything the app writes goes (default {default_output_dir()})")
     p.add_argument("--max-duration", type=float, default=defaults.max_duration_s, help="longest track, s")
-    p.add_argument("--concurrency", type=int, default=defaults.concurrency, help="generations at once")
-    p.add_argument("--listeners", type=int, default=defaults.listeners,
+    p.add_argument("--concurrency", type=_lane_width, default=defaults.concurrency, help="generations at once")
+    p.add_argument("--listeners", type=_lane_width, default=defaults.listeners,
                    help="endless streams at once (Listen forever and /listen); more wait in the queue")
     p.add_argument("--queue-size", type=int, default=defaults.queue_size,
                    help="generations allowed to wait; more get 'busy, try again in N s'")
